@@ -1,0 +1,371 @@
+"""Checkpoint loading: one function for every source an I-JEPA encoder comes from.
+
+Sources: a Hugging Face directory (config.json + model.safetensors, sharded or not), a single
+.safetensors file plus a variant, an original facebookresearch/ijepa .pth.tar (context or target
+encoder), a Hub id (through huggingface_hub and its cache), or seeded random initialisation.
+Every tensor is checked (names and shapes) before anything is copied, so a checkpoint never
+half-loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .model import IJepaEncoder
+from .variants import Architecture, get_variant
+
+Encoder = Literal["context", "target"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WEIGHT_SUFFIXES = (".safetensors", ".pth.tar", ".pth", ".pt", ".tar", ".bin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be found, read or matched to an architecture."""
+
+
+@dataclass
+class Preprocessing:
+    """How pixels must be prepared for this checkpoint (the Hub processors' values by default)."""
+
+    height: int
+    width: int
+    resample: str = "bilinear"
+    rescale_factor: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: IJepaEncoder
+    architecture: Architecture
+    name: str  # default artifact folder name
+    source: dict  # kind, location, sha256, encoder, seed ...
+    preprocessing: Preprocessing
+    id2label: dict[int, str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_checkpoint(
+    checkpoint: str | Path | None = None,
+    *,
+    variant: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    encoder: Encoder = "context",
+) -> LoadedCheckpoint:
+    """Load an I-JEPA encoder from any supported source; raises CheckpointError with one clear line."""
+    if encoder not in ("context", "target"):
+        raise CheckpointError(f"encoder must be 'context' or 'target', got {encoder!r}")
+    if random_init or checkpoint is None:
+        if not variant:
+            raise CheckpointError("nothing to load: pass --checkpoint PATH_OR_HUB_ID, or --variant NAME with --random-init")
+        if not random_init:
+            v = get_variant(variant)
+            if v.hub_id is None:
+                raise CheckpointError(f"variant {v.name!r} has no public weights: use --random-init")
+            return _load_hub(v.hub_id, variant=v.name, encoder=encoder)
+        return _random(variant, seed)
+
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        return _load_hf_dir(path, source={"kind": "huggingface-dir", "location": str(path.resolve())})
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            return _load_safetensors_file(path, variant)
+        return _load_original(path, variant, encoder)
+    looks_like_path = str(checkpoint).startswith((".", "/", "~")) or str(checkpoint).endswith(_WEIGHT_SUFFIXES)
+    if _HUB_ID.match(str(checkpoint)) and not looks_like_path:
+        return _load_hub(str(checkpoint), variant=variant, encoder=encoder)
+    raise CheckpointError(f"checkpoint not found: {checkpoint} (no such file or folder); "
+                          "pass an existing path, a Hub id like facebook/ijepa_vith14_1k, or --random-init")
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _random(variant: str, seed: int) -> LoadedCheckpoint:
+    v = get_variant(variant)
+    model = IJepaEncoder(v.architecture).init_random(seed).eval()
+    return LoadedCheckpoint(
+        model=model, architecture=v.architecture, name=v.name,
+        source={"kind": "random-init", "variant": v.name, "seed": seed, "sha256": None, "encoder": None},
+        preprocessing=Preprocessing(v.architecture.image_size, v.architecture.image_size),
+    )
+
+
+def _load_hub(hub_id: str, *, variant: str | None, encoder: Encoder) -> LoadedCheckpoint:
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors"])
+    except Exception as exc:  # network, auth, missing repo: all end the same way for the user
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"could not get {hub_id} from the Hugging Face Hub ({type(exc).__name__}: {reason[:160]}); "
+            "offline, pass --checkpoint PATH to a downloaded copy, or --random-init"
+        ) from None
+    loaded = _load_hf_dir(Path(folder), source={"kind": "huggingface-hub", "location": hub_id})
+    loaded.name = hub_id.split("/")[-1].removeprefix("ijepa_")
+    return loaded
+
+
+def _load_hf_dir(folder: Path, *, source: dict) -> LoadedCheckpoint:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{folder} is not a Hugging Face checkpoint folder: config.json is missing")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from None
+    arch, id2label = architecture_from_hf_config(config, config_path)
+
+    files = _hf_weight_files(folder)
+    state = {}
+    for f in files:
+        state.update(_read_safetensors(f))
+    state = {k.removeprefix("ijepa."): v for k, v in state.items()}
+    if arch.num_labels == 0 and "classifier.weight" in state:
+        arch = _with_labels(arch, state["classifier.weight"].shape[0])
+    model = _build_checked(arch, hf_to_reference(state), origin=str(folder))
+    preprocessing = _preprocessing_from_folder(folder, arch)
+    source = {**source, "sha256": _sha256_files(files), "encoder": None, "files": [f.name for f in files]}
+    return LoadedCheckpoint(model=model, architecture=arch, name=folder.resolve().name.removeprefix("ijepa_"),
+                            source=source, preprocessing=preprocessing, id2label=id2label)
+
+
+def _load_safetensors_file(path: Path, variant: str | None) -> LoadedCheckpoint:
+    if not variant:
+        raise CheckpointError(f"{path} is a bare .safetensors file: pass --variant NAME so its architecture is known")
+    v = get_variant(variant)
+    state = {k.removeprefix("ijepa."): t for k, t in _read_safetensors(path).items()}
+    arch = v.architecture
+    if "classifier.weight" in state:
+        arch = _with_labels(arch, state["classifier.weight"].shape[0])
+    model = _build_checked(arch, hf_to_reference(state), origin=str(path))
+    return LoadedCheckpoint(
+        model=model, architecture=arch, name=v.name,
+        source={"kind": "safetensors", "location": str(path.resolve()), "sha256": _sha256_files([path]),
+                "encoder": None, "variant": v.name},
+        preprocessing=Preprocessing(arch.image_size, arch.image_size),
+    )
+
+
+def _load_original(path: Path, variant: str | None, encoder: Encoder) -> LoadedCheckpoint:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read {path} as a PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            "is the file complete and an original facebookresearch/ijepa .pth.tar?"
+        ) from None
+    key = "encoder" if encoder == "context" else "target_encoder"
+    if not isinstance(payload, dict) or key not in payload:
+        found = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path} has no {key!r} network (found {found}); "
+                              "expected an original I-JEPA checkpoint with 'encoder' and 'target_encoder'")
+    state = {k.removeprefix("module."): v for k, v in payload[key].items()}
+    del payload
+    arch = get_variant(variant).architecture if variant else _infer_original_architecture(state, path)
+    model = _build_checked(arch, original_to_reference(state, arch.hidden_size), origin=f"{path} [{key}]")
+    return LoadedCheckpoint(
+        model=model, architecture=arch, name=variant and get_variant(variant).name or path.name.split(".")[0],
+        source={"kind": "original-ijepa", "location": str(path.resolve()), "sha256": _sha256_files([path]),
+                "encoder": encoder, "network_key": key, "variant": variant},
+        preprocessing=Preprocessing(arch.image_size, arch.image_size),
+        notes=[f"loaded the {encoder} encoder ({key!r}) from {path.name}"],
+    )
+
+
+# ----------------------------------------------------------------------------- name mapping
+
+
+def hf_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename Hugging Face I-JEPA tensors (the Hub's public key names) to this model's names.
+    Unknown names pass through unchanged so the strict check can report them."""
+    rules = [
+        (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+        (r"^embeddings\.position_embeddings$", "pos_embed"),
+        (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+        (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+        (r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.", r"blocks.\1.attn.\2."),
+        (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+        (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
+        (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
+        (r"^layernorm\.", "norm."),
+        (r"^classifier\.", "head."),
+    ]
+    out = {}
+    for name, tensor in state.items():
+        if name.startswith(("pooler.", "embeddings.mask_token")):
+            continue  # meaningless without a CLS token / only used for masked pre-training
+        for pattern, repl in rules:
+            new, n = re.subn(pattern, repl, name)
+            if n:
+                name = new
+                break
+        out[name] = tensor
+    return out
+
+
+def original_to_reference(state: dict[str, torch.Tensor], hidden_size: int) -> dict[str, torch.Tensor]:
+    """Rename original facebookresearch/ijepa encoder tensors and split the fused qkv."""
+    out = {}
+    for name, tensor in state.items():
+        m = re.match(r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", name)
+        if m and tensor.shape[0] == 3 * hidden_size:
+            for i, part in enumerate(("query", "key", "value")):
+                out[f"blocks.{m[1]}.attn.{part}.{m[2]}"] = tensor[i * hidden_size:(i + 1) * hidden_size]
+        else:
+            out[name] = tensor
+    return out
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _build_checked(arch: Architecture, state: dict[str, torch.Tensor], *, origin: str) -> IJepaEncoder:
+    model = IJepaEncoder(arch)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} {tuple(state[k].shape)} != {expected[k]}" for k in expected
+                 if k in state and tuple(state[k].shape) != expected[k]]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+    if problems:
+        raise CheckpointError(f"{origin} does not fit the architecture ({arch.describe()}): {'; '.join(problems)}")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def architecture_from_hf_config(config: dict, where: Path | str) -> tuple[Architecture, dict[int, str] | None]:
+    """Architecture and labels from a Hugging Face I-JEPA config.json."""
+    if config.get("model_type") not in ("ijepa", None):
+        raise CheckpointError(f"{where}: model_type is {config.get('model_type')!r}, not 'ijepa'")
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"{where}: hidden_act {config['hidden_act']!r} is not supported (only exact 'gelu')")
+    is_classifier = any("Classification" in a for a in config.get("architectures") or [])
+    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()} if is_classifier else None
+    try:
+        arch = Architecture(
+            hidden_size=int(config["hidden_size"]), num_layers=int(config["num_hidden_layers"]),
+            num_heads=int(config["num_attention_heads"]), mlp_size=int(config["intermediate_size"]),
+            image_size=_as_int_size(config["image_size"]), patch_size=_as_int_size(config["patch_size"]),
+            layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)), num_channels=int(config.get("num_channels", 3)),
+            qkv_bias=bool(config.get("qkv_bias", True)), num_labels=len(id2label) if id2label else 0,
+        )
+    except KeyError as exc:
+        raise CheckpointError(f"{where}: config.json lacks {exc.args[0]!r}") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    return arch, id2label
+
+
+def _as_int_size(value) -> int:
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise ValueError(f"non-square size {value} is not supported")
+        value = value[0]
+    return int(value)
+
+
+def _with_labels(arch: Architecture, num_labels: int) -> Architecture:
+    return Architecture(**{**arch.to_dict(), "num_labels": int(num_labels)})
+
+
+def _infer_original_architecture(state: dict[str, torch.Tensor], path: Path) -> Architecture:
+    try:
+        d = state["pos_embed"].shape[-1]
+        n0 = state["pos_embed"].shape[1]
+        patch = state["patch_embed.proj.weight"].shape[-1]
+        layers = 1 + max(int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
+        mlp = state["blocks.0.mlp.fc1.weight"].shape[0]
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path}: cannot infer the architecture from its tensors; pass --variant NAME") from None
+    image = int(round(n0**0.5)) * patch
+    for name in ("vith14_1k", "vith16_1k", "vitg16_22k"):
+        a = get_variant(name).architecture
+        if (a.hidden_size, a.num_layers, a.mlp_size, a.patch_size, a.image_size) == (d, layers, mlp, patch, image):
+            return a
+    raise CheckpointError(f"{path}: architecture D={d}, layers={layers}, patch={patch} is not a known variant; "
+                          "pass --variant NAME (heads cannot be inferred from tensor shapes)")
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _hf_weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({exc})") from None
+        files = [folder / n for n in names]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise CheckpointError(f"{folder}: shards listed in the index are missing: {', '.join(absent[:3])}")
+        return files
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise CheckpointError(f"{folder}: no model.safetensors or model.safetensors.index.json")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot read {path} ({str(exc).splitlines()[0][:160]}); the file is corrupt or truncated") from None
+
+
+def _preprocessing_from_folder(folder: Path, arch: Architecture) -> Preprocessing:
+    pre = Preprocessing(arch.image_size, arch.image_size)
+    cfg_path = folder / "preprocessor_config.json"
+    if not cfg_path.is_file():
+        return pre
+    cfg = json.loads(cfg_path.read_text())
+    size = cfg.get("size") or {}
+    if isinstance(size, int):
+        size = {"height": size, "width": size}
+    if "height" in size and "width" in size:
+        pre.height, pre.width = int(size["height"]), int(size["width"])
+    resample = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(cfg.get("resample", 2))
+    if resample is None:
+        raise CheckpointError(f"{cfg_path}: resample {cfg.get('resample')!r} is not supported")
+    pre.resample = resample
+    if cfg.get("do_rescale", True):
+        pre.rescale_factor = float(cfg.get("rescale_factor", 1 / 255))
+    else:
+        pre.rescale_factor = 1.0
+    if cfg.get("do_normalize", True):
+        pre.mean = tuple(float(x) for x in cfg.get("image_mean", pre.mean))
+        pre.std = tuple(float(x) for x in cfg.get("image_std", pre.std))
+    else:
+        pre.mean, pre.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return pre
+
+
+def _sha256_files(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
