@@ -1,0 +1,58 @@
+"""ONNX Runtime backend: CPU, and CUDA / TensorRT execution providers with onnxruntime-gpu."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import Backend, BackendError
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
+_DEVICE_PROVIDERS = {"cpu": ["CPUExecutionProvider"],
+                     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an ONNX artifact with ONNX Runtime. `InferenceSession.run` is thread-safe."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path: str | Path, *, providers: list[str] | str | None = None,
+                 intra_op_threads: int | None = None, inter_op_threads: int | None = None,
+                 graph_optimization_level: str = "all"):
+        import onnxruntime as ort
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise BackendError(f"ONNX file not found: {model_path}")
+        available = ort.get_available_providers()
+        if isinstance(providers, str):
+            providers = _DEVICE_PROVIDERS.get(providers, [providers])
+        providers = providers or ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise BackendError(f"ONNX Runtime providers {missing} are not available (have {available}); "
+                               "install onnxruntime-gpu instead of onnxruntime for CUDA/TensorRT")
+        options = ort.SessionOptions()
+        if graph_optimization_level not in _LEVELS:
+            raise BackendError(f"graph optimization level must be one of {sorted(_LEVELS)}")
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization_level])
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        if inter_op_threads:
+            options.inter_op_num_threads = inter_op_threads
+        try:
+            self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+            raise BackendError(f"ONNX Runtime cannot load {model_path}: {str(exc).splitlines()[0][:300]}") from None
+        self.providers = self.session.get_providers()
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, pixel_values: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        names = outputs or self.output_names
+        results = self.session.run(names, {self.input_name: np.ascontiguousarray(pixel_values, dtype=np.float32)})
+        return dict(zip(names, results))
