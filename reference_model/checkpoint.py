@@ -95,7 +95,7 @@ def load_checkpoint(
 
 def _random(variant: str, seed: int) -> LoadedCheckpoint:
     v = get_variant(variant)
-    model = IJepaEncoder(v.architecture).init_random(seed).eval()
+    model = IJepaEncoder.empty(v.architecture).init_random(seed).eval()
     return LoadedCheckpoint(
         model=model, architecture=v.architecture, name=v.name,
         source={"kind": "random-init", "variant": v.name, "seed": seed, "sha256": None, "encoder": None},
@@ -136,7 +136,8 @@ def _load_hf_dir(folder: Path, *, source: dict) -> LoadedCheckpoint:
     state = {k.removeprefix("ijepa."): v for k, v in state.items()}
     if arch.num_labels == 0 and "classifier.weight" in state:
         arch = _with_labels(arch, state["classifier.weight"].shape[0])
-    model = _build_checked(arch, hf_to_reference(state), origin=str(folder))
+    renamed, file_names = hf_to_reference(state)
+    model = _build_checked(arch, renamed, origin=str(folder), file_names=file_names)
     preprocessing = _preprocessing_from_folder(folder, arch)
     source = {**source, "sha256": _sha256_files(files), "encoder": None, "files": [f.name for f in files]}
     return LoadedCheckpoint(model=model, architecture=arch, name=folder.resolve().name.removeprefix("ijepa_"),
@@ -151,7 +152,8 @@ def _load_safetensors_file(path: Path, variant: str | None) -> LoadedCheckpoint:
     arch = v.architecture
     if "classifier.weight" in state:
         arch = _with_labels(arch, state["classifier.weight"].shape[0])
-    model = _build_checked(arch, hf_to_reference(state), origin=str(path))
+    renamed, file_names = hf_to_reference(state)
+    model = _build_checked(arch, renamed, origin=str(path), file_names=file_names)
     return LoadedCheckpoint(
         model=model, architecture=arch, name=v.name,
         source={"kind": "safetensors", "location": str(path.resolve()), "sha256": _sha256_files([path]),
@@ -189,32 +191,36 @@ def _load_original(path: Path, variant: str | None, encoder: Encoder) -> LoadedC
 # ----------------------------------------------------------------------------- name mapping
 
 
-def hf_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+_HF_RULES = [
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^embeddings\.position_embeddings$", "pos_embed"),
+    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.", r"blocks.\1.attn.\2."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
+    (r"^layernorm\.", "norm."),
+    (r"^classifier\.", "head."),
+]
+
+
+def hf_to_reference(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Rename Hugging Face I-JEPA tensors (the Hub's public key names) to this model's names.
-    Unknown names pass through unchanged so the strict check can report them."""
-    rules = [
-        (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-        (r"^embeddings\.position_embeddings$", "pos_embed"),
-        (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-        (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-        (r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.", r"blocks.\1.attn.\2."),
-        (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
-        (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
-        (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
-        (r"^layernorm\.", "norm."),
-        (r"^classifier\.", "head."),
-    ]
-    out = {}
-    for name, tensor in state.items():
+    Returns the renamed tensors and, for error messages, each new name's name in the file."""
+    out, file_names = {}, {}
+    for file_name, tensor in state.items():
+        name = file_name
         if name.startswith(("pooler.", "embeddings.mask_token")):
             continue  # meaningless without a CLS token / only used for masked pre-training
-        for pattern, repl in rules:
+        for pattern, repl in _HF_RULES:
             new, n = re.subn(pattern, repl, name)
             if n:
                 name = new
                 break
         out[name] = tensor
-    return out
+        file_names[name] = file_name
+    return out, file_names
 
 
 def original_to_reference(state: dict[str, torch.Tensor], hidden_size: int) -> dict[str, torch.Tensor]:
@@ -233,11 +239,13 @@ def original_to_reference(state: dict[str, torch.Tensor], hidden_size: int) -> d
 # ----------------------------------------------------------------------------- checks
 
 
-def _build_checked(arch: Architecture, state: dict[str, torch.Tensor], *, origin: str) -> IJepaEncoder:
-    model = IJepaEncoder(arch)
+def _build_checked(arch: Architecture, state: dict[str, torch.Tensor], *, origin: str,
+                   file_names: dict[str, str] | None = None) -> IJepaEncoder:
+    with torch.device("meta"):
+        model = IJepaEncoder(arch)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    unexpected = [(file_names or {}).get(k, k) for k in state if k not in expected]
     misshaped = [f"{k} {tuple(state[k].shape)} != {expected[k]}" for k in expected
                  if k in state and tuple(state[k].shape) != expected[k]]
     problems = []
@@ -247,7 +255,7 @@ def _build_checked(arch: Architecture, state: dict[str, torch.Tensor], *, origin
             problems.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
     if problems:
         raise CheckpointError(f"{origin} does not fit the architecture ({arch.describe()}): {'; '.join(problems)}")
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, strict=True, assign=True)
     return model.eval()
 
 

@@ -111,6 +111,13 @@ class IJepaEncoder(nn.Module):
         logits = self.head(embedding) if self.head is not None else None
         return EncoderOutput(last_hidden_state=x, embedding=embedding, logits=logits)
 
+    @classmethod
+    def empty(cls, arch: Architecture) -> "IJepaEncoder":
+        """A model with uninitialised storage (no default init pass), to be filled by a loader."""
+        with torch.device("meta"):
+            model = cls(arch)
+        return model.to_empty(device="cpu")
+
     @torch.no_grad()
     def init_random(self, seed: int = 0) -> "IJepaEncoder":
         """Seeded initialisation as the original I-JEPA code does it: truncated normal (std 0.02)

@@ -1,0 +1,186 @@
+"""ijepa-export: fp32 artifacts, parity gates, manifest schema, atomicity, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from ijepa_deploy.exporter import export as export_module
+from ijepa_deploy.exporter.export import ExportError, ExportOptions, export
+from ijepa_deploy.exporter.validation import GateError
+from ijepa_deploy.reference_model import load_checkpoint
+from ijepa_deploy.runtime.manifest import SCHEMA_PATH, Manifest
+
+from .conftest import export_tiny, make_hf_checkpoint
+
+
+def _schema_check(folder: Path) -> dict:
+    import jsonschema
+
+    data = json.loads((folder / "manifest.json").read_text())
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
+    return data
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ijepa_deploy.exporter", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_tiny_export_passes_gate_at_several_shapes(tiny_artifacts):
+    data = _schema_check(tiny_artifacts)
+    fp32 = data["artifacts"]["fp32"]
+    shapes = {(c["batch"], c["height"], c["width"]) for c in fp32["validation"]["checks"]}
+    assert {(1, 56, 56), (3, 56, 56), (4, 56, 56), (2, 84, 84), (2, 28, 140)} <= shapes
+    assert all(c["max_abs"] <= 1e-4 and c["min_cosine"] >= 0.99999 for c in fp32["validation"]["checks"])
+    assert data["checkpoint"]["kind"] == "huggingface-dir" and len(data["checkpoint"]["sha256"]) == 64
+    assert data["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and data["resolution"]["dynamic"] is True
+    assert (tiny_artifacts / "report.md").read_text().count("| fp32 |") >= 5
+    assert not list(tiny_artifacts.parent.glob(".*partial"))
+
+
+def test_fp32_graph_is_plain_onnx(tiny_artifacts):
+    path = tiny_artifacts / "model_fp32.onnx"
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    ops = {n.op_type for n in model.graph.node}
+    assert "LayerNormalization" in ops and "Resize" in ops and "Erf" in ops
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    assert {o.domain or "ai.onnx" for o in model.opset_import} == {"ai.onnx"}
+    assert model.opset_import[0].version >= 17
+    resize = next(n for n in model.graph.node if n.op_type == "Resize")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in resize.attribute}
+    assert attrs["mode"] == b"cubic" and attrs["cubic_coeff_a"] == pytest.approx(-0.75)
+    assert attrs["coordinate_transformation_mode"] == b"half_pixel"
+    # the attention scale is folded into q: no Mul/Div between q @ k^T and Softmax
+    softmax_inputs = {n.input[0] for n in model.graph.node if n.op_type == "Softmax"}
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    assert {producers[i] for i in softmax_inputs} == {"MatMul"}
+
+
+def test_fixed_resolution_bakes_the_table(tmp_path, hf_dir):
+    folder = export_tiny(hf_dir, tmp_path, resolution=(42, 70), max_batch=2)
+    model = onnx.load(str(folder / "model_fp32.onnx"))
+    assert "Resize" not in {n.op_type for n in model.graph.node}
+    dims = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 42, 70]
+    data = _schema_check(folder)
+    assert data["resolution"]["dynamic"] is False and data["preprocessing"]["height"] == 42
+    session = ort.InferenceSession(str(folder / "model_fp32.onnx"))
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 42, 70)).astype(np.float32)
+    with torch.no_grad():
+        ref = load_checkpoint(hf_dir).model(torch.from_numpy(x)).last_hidden_state.numpy()
+    assert np.abs(session.run(["last_hidden_state"], {"pixel_values": x})[0] - ref).max() <= 1e-4
+
+
+def test_classifier_exports_logits(tiny_cls_artifacts, hf_cls_dir):
+    data = _schema_check(tiny_cls_artifacts)
+    assert [o["name"] for o in data["io"]["outputs"]] == ["last_hidden_state", "embedding", "logits"]
+    assert data["labels"]["6"] == "class_6"
+    checks = data["artifacts"]["fp32"]["validation"]["checks"]
+    assert max(c["logits_max_abs"] for c in checks) <= 1e-4
+
+
+def test_broken_export_fails_gate_and_leaves_nothing(tmp_path, hf_dir, monkeypatch):
+    """Inject a wrong position table into the ONNX graph: the gate must catch it."""
+    real_build = export_module.build_graph
+    loaded = load_checkpoint(hf_dir)
+    corrupted = load_checkpoint(hf_dir).model
+    with torch.no_grad():
+        corrupted.pos_embed.mul_(1.5)
+    monkeypatch.setattr(export_module, "build_graph", lambda model, spec, path, **kw: real_build(corrupted, spec, path, **kw))
+    with pytest.raises(GateError, match=r"model_fp32\.onnx failed its fp32 gate .*cosine .*max abs"):
+        export(loaded, ExportOptions(output_dir=tmp_path, max_batch=2))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupt_leaves_nothing(tmp_path, hf_dir):
+    def interrupt(folder, manifest):
+        assert (folder / "model_fp32.onnx").is_file()  # the work was under way
+        raise KeyboardInterrupt
+
+    options = ExportOptions(output_dir=tmp_path, max_batch=1)
+    options.extra_steps.append(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        export(load_checkpoint(hf_dir), options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_folder_needs_overwrite(tmp_path, hf_dir):
+    export_tiny(hf_dir, tmp_path, max_batch=1)
+    with pytest.raises(ExportError, match="already exists; pass --overwrite"):
+        export_tiny(hf_dir, tmp_path, max_batch=1)
+    export_tiny(hf_dir, tmp_path, max_batch=1, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # ijepa_ prefix dropped
+
+
+def test_non_registry_config_end_to_end(tmp_path):
+    """D=256, 4 layers, patch 16: the architecture comes from config.json alone."""
+    from transformers import IJepaModel
+
+    from ijepa_deploy.runtime import Embedder
+
+    folder = make_hf_checkpoint(tmp_path / "custom", hidden=256, layers=4, heads=8, mlp=512, image=64, patch=16)
+    out = _cli("--checkpoint", str(folder), "--output-dir", str(tmp_path / "eng"), "--max-batch", "3")
+    assert out.returncode == 0, out.stderr
+    artifacts = Path(out.stdout.strip().splitlines()[-1])
+    assert Manifest.load(artifacts).architecture["hidden_size"] == 256
+    x = np.random.default_rng(1).integers(0, 255, (5, 64, 80, 3), dtype=np.uint8)
+    with Embedder.load(artifacts) as embedder:
+        got = embedder.embed(list(x), batch_size=2)
+        pixels = embedder.preprocessor(list(x))
+    with torch.no_grad():
+        ref = IJepaModel.from_pretrained(folder).eval()(torch.from_numpy(pixels)).last_hidden_state.mean(1).numpy()
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert got.shape == (5, 256) and cos.min() >= 0.99999
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--variant", "vit-xl", "--random-init"], "unknown variant 'vit-xl'; valid variants: "),
+    (["--checkpoint", "/nonexistent/ckpt.safetensors"], "checkpoint not found: /nonexistent/ckpt.safetensors"),
+    (["--checkpoint", "facebook/ijepa_vith14_1k"], "could not get facebook/ijepa_vith14_1k from the Hugging Face Hub"),
+    (["--variant", "test-tiny-p14", "--random-init", "--resolution", "50x56"],
+     "resolution 50x56 is not a multiple of the patch size 14"),
+    (["--variant", "test-tiny-p14", "--random-init", "--precision", "int8"], "int8 needs calibration images"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    out = _cli(*args, "--output-dir", str(tmp_path / "eng"))
+    assert out.returncode == 1
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "eng").exists() or not any((tmp_path / "eng").iterdir())
+
+
+def test_cli_output_folder_not_writable(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = _cli("--variant", "test-tiny-p14", "--random-init", "--output-dir", str(blocker / "engines"))
+    assert out.returncode == 1 and "is not writable" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_help_has_examples():
+    out = _cli("--help")
+    assert out.returncode == 0
+    for text in ("--variant", "--precision", "--resolution", "--calib-images", "Examples:", "build-engine"):
+        assert text in out.stdout
+
+
+@pytest.mark.realsize
+def test_vith14_real_size_export(vith14_artifacts):
+    data = _schema_check(vith14_artifacts)
+    fp32 = data["artifacts"]["fp32"]
+    assert fp32["data_file"] == "model_fp32.onnx.data" and len(fp32["files"]) == 2
+    assert fp32["bytes"] > 2.5e9
+    assert sorted(p.name for p in vith14_artifacts.iterdir() if p.name.startswith("model_fp32")) == [
+        "model_fp32.onnx", "model_fp32.onnx.data"]  # one consolidated data file, never one per tensor
+    shapes = {(c["batch"], c["height"], c["width"]) for c in fp32["validation"]["checks"]}
+    assert {(1, 224, 224), (2, 224, 224), (2, 252, 252), (2, 196, 308)} <= shapes
+    assert fp32["validation"]["worst_max_abs"] <= 1e-4 and fp32["validation"]["worst_cosine"] >= 0.99999
+    onnx.checker.check_model(str(vith14_artifacts / "model_fp32.onnx"), full_check=True)
