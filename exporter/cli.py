@@ -16,10 +16,11 @@ from ijepa_deploy.runtime.preprocessing import ImageError
 from . import progress
 from .export import ExportError, ExportOptions, export, parse_resolution
 from .progress import stage
+from .tensorrt_build import EngineBuildError
 from .validation import GateError
 
 USER_ERRORS = (CheckpointError, UnknownVariantError, ExportError, GateError, ManifestError, ImageError,
-               BackendError)
+               BackendError, EngineBuildError)
 
 
 def run_cli(func, debug: bool):
@@ -152,15 +153,8 @@ def lint_command(onnx_file, debug):
     run_cli(body, debug)
 
 
-def _register_optional_commands() -> None:
-    from .tensorrt_build import build_engine_command
-    from .triton_repo import triton_repo_command
+from .tensorrt_build import build_engine_command  # noqa: E402
+from .triton_repo import triton_repo_command  # noqa: E402
 
-    main.add_command(build_engine_command)
-    main.add_command(triton_repo_command)
-
-
-try:
-    _register_optional_commands()
-except ImportError:  # pragma: no cover - modules land with their issues
-    pass
+main.add_command(build_engine_command)
+main.add_command(triton_repo_command)

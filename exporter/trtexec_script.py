@@ -52,7 +52,7 @@ def render_script(manifest: Manifest) -> str:
     lines = [
         "#!/usr/bin/env bash",
         f"# Build TensorRT plans for {manifest.name} on THIS machine's GPU (a plan is tied to the TensorRT",
-        "# version and the GPU's compute capability). Precision is in the ONNX files: no --fp16/--int8.",
+        "# version and the GPU's compute capability). Precision is in the ONNX files: no precision flags.",
         "# Usage: ./build_engines.sh [fp16|int8|fp32 ...]   (default: " + " ".join(precisions) + ")",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
@@ -63,11 +63,11 @@ def render_script(manifest: Manifest) -> str:
         'if [ "$major" -lt 10 ] || { [ "$major" -eq 10 ] && [ "$minor" -lt 12 ]; }; then',
         '  echo "TensorRT $major.$minor found; strongly typed builds need >= 10.12" >&2; exit 1',
         "fi",
-        "GPU_SLUG=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1 | "
+        "GPU_SLUG=$({ nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || true; } | head -n1 | "
         "tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-//;s/-$//')",
         'GPU_SLUG=${GPU_SLUG:-jetson}',
-        f'targets=("${{@:-{" ".join(precisions)}}}")',
-        'for p in "${targets[@]}"; do',
+        f'[ "$#" -gt 0 ] || set -- {" ".join(precisions)}',
+        'for p in "$@"; do',
         '  case "$p" in',
     ]
     for p in precisions:
