@@ -223,6 +223,51 @@ def hf_to_reference(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return out, file_names
 
 
+def reference_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This model's tensors under the Hugging Face file names (the inverse of hf_to_reference)."""
+    inverse = [
+        (r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
+        (r"^pos_embed$", "embeddings.position_embeddings"),
+        (r"^blocks\.(\d+)\.norm1\.", r"encoder.layer.\1.layernorm_before."),
+        (r"^blocks\.(\d+)\.norm2\.", r"encoder.layer.\1.layernorm_after."),
+        (r"^blocks\.(\d+)\.attn\.(query|key|value)\.", r"encoder.layer.\1.attention.attention.\2."),
+        (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layer.\1.attention.output.dense."),
+        (r"^blocks\.(\d+)\.mlp\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
+        (r"^blocks\.(\d+)\.mlp\.fc2\.", r"encoder.layer.\1.output.dense."),
+        (r"^norm\.", "layernorm."),
+        (r"^head\.", "classifier."),
+    ]
+    out = {}
+    for name, tensor in state.items():
+        for pattern, repl in inverse:
+            new, n = re.subn(pattern, repl, name)
+            if n:
+                out[new] = tensor
+                break
+    return out
+
+
+def save_hf_checkpoint(model: IJepaEncoder, folder: Path) -> Path:
+    """Write `model` as a Hugging Face I-JEPA folder (config.json + model.safetensors)."""
+    from safetensors.torch import save_file
+
+    arch = model.arch
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"architectures": ["IJepaForImageClassification" if arch.num_labels else "IJepaModel"],
+              "model_type": "ijepa", "hidden_size": arch.hidden_size, "num_hidden_layers": arch.num_layers,
+              "num_attention_heads": arch.num_heads, "intermediate_size": arch.mlp_size, "hidden_act": "gelu",
+              "image_size": arch.image_size, "patch_size": arch.patch_size, "layer_norm_eps": arch.layer_norm_eps,
+              "num_channels": arch.num_channels, "qkv_bias": arch.qkv_bias, "hidden_dropout_prob": 0.0,
+              "attention_probs_dropout_prob": 0.0}
+    if arch.num_labels:
+        config["id2label"] = {str(i): str(i) for i in range(arch.num_labels)}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    state = {k: v.detach().contiguous() for k, v in reference_to_hf(model.state_dict()).items()}
+    save_file(state, str(folder / "model.safetensors"))
+    return folder
+
+
 def original_to_reference(state: dict[str, torch.Tensor], hidden_size: int) -> dict[str, torch.Tensor]:
     """Rename original facebookresearch/ijepa encoder tensors and split the fused qkv."""
     out = {}
