@@ -51,9 +51,6 @@ class _ExportGroup(click.Group):
             args = ["export", *args]
         return super().parse_args(ctx, args)
 
-    def format_help(self, ctx, formatter):  # pragma: no cover - cosmetic
-        self.commands["export"].get_help(ctx)
-
 
 @click.group(cls=_ExportGroup)
 def main():
@@ -120,9 +117,6 @@ def export_command(variant, checkpoint, random_init, seed, encoder, output_dir, 
             from .tensorrt_build import engine_step
 
             options.extra_steps.append(engine_step(precisions))
-        from .trtexec_script import write_build_script
-
-        options.extra_steps.append(write_build_script)
         with stage("load checkpoint"):
             loaded = load_checkpoint(checkpoint, variant=variant, random_init=random_init, seed=seed, encoder=encoder)
         for note in loaded.notes:

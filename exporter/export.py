@@ -27,6 +27,7 @@ from ijepa_deploy.runtime.preprocessing import Preprocessor, expand_inputs
 from . import report
 from .onnx_graph import INPUT_NAME, PRECISIONS, GraphSpec, build_graph
 from .progress import say, stage
+from .trtexec_script import write_build_script
 from .validation import Case, ReferenceOutputs, random_cases, validate_onnx
 
 KNOWN_PRECISIONS = ("fp32", "fp16", "int8")
@@ -116,6 +117,7 @@ def export(loaded: LoadedCheckpoint, options: ExportOptions) -> Path:
         manifest = _export_into(work, loaded, options, name)
         for step in options.extra_steps:
             step(work, manifest)
+        write_build_script(work, manifest)
         manifest.save(work)
         (work / "report.md").write_text(report.render(manifest))
         _move_into_place(work, final)

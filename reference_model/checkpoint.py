@@ -180,7 +180,7 @@ def _load_original(path: Path, variant: str | None, encoder: Encoder) -> LoadedC
     arch = get_variant(variant).architecture if variant else _infer_original_architecture(state, path)
     model = _build_checked(arch, original_to_reference(state, arch.hidden_size), origin=f"{path} [{key}]")
     return LoadedCheckpoint(
-        model=model, architecture=arch, name=variant and get_variant(variant).name or path.name.split(".")[0],
+        model=model, architecture=arch, name=get_variant(variant).name if variant else path.name.split(".")[0],
         source={"kind": "original-ijepa", "location": str(path.resolve()), "sha256": _sha256_files([path]),
                 "encoder": encoder, "network_key": key, "variant": variant},
         preprocessing=Preprocessing(arch.image_size, arch.image_size),
@@ -191,18 +191,31 @@ def _load_original(path: Path, variant: str | None, encoder: Encoder) -> LoadedC
 # ----------------------------------------------------------------------------- name mapping
 
 
-_HF_RULES = [
-    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    (r"^embeddings\.position_embeddings$", "pos_embed"),
-    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-    (r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.", r"blocks.\1.attn.\2."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
-    (r"^layernorm\.", "norm."),
-    (r"^classifier\.", "head."),
+# Hugging Face file name prefix <-> this model's prefix; "{i}" is the layer index. One table, both ways.
+_HF_NAMES = [
+    ("embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+    ("embeddings.position_embeddings", "pos_embed"),
+    ("encoder.layer.{i}.layernorm_before.", "blocks.{i}.norm1."),
+    ("encoder.layer.{i}.layernorm_after.", "blocks.{i}.norm2."),
+    ("encoder.layer.{i}.attention.attention.query.", "blocks.{i}.attn.query."),
+    ("encoder.layer.{i}.attention.attention.key.", "blocks.{i}.attn.key."),
+    ("encoder.layer.{i}.attention.attention.value.", "blocks.{i}.attn.value."),
+    ("encoder.layer.{i}.attention.output.dense.", "blocks.{i}.attn.proj."),
+    ("encoder.layer.{i}.intermediate.dense.", "blocks.{i}.mlp.fc1."),
+    ("encoder.layer.{i}.output.dense.", "blocks.{i}.mlp.fc2."),
+    ("layernorm.", "norm."),
+    ("classifier.", "head."),
 ]
+
+
+def _rename(name: str, to_reference: bool) -> str | None:
+    for hf, ours in _HF_NAMES:
+        src, dst = (hf, ours) if to_reference else (ours, hf)
+        pattern = "^" + re.escape(src).replace(r"\{i\}", r"(\d+)") + ("$" if not src.endswith(".") else "")
+        m = re.match(pattern, name)
+        if m:
+            return dst.replace("{i}", m[1]) + name[m.end():] if "{i}" in src else dst + name[m.end():]
+    return None
 
 
 def hf_to_reference(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -210,14 +223,9 @@ def hf_to_reference(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     Returns the renamed tensors and, for error messages, each new name's name in the file."""
     out, file_names = {}, {}
     for file_name, tensor in state.items():
-        name = file_name
-        if name.startswith(("pooler.", "embeddings.mask_token")):
+        if file_name.startswith(("pooler.", "embeddings.mask_token")):
             continue  # meaningless without a CLS token / only used for masked pre-training
-        for pattern, repl in _HF_RULES:
-            new, n = re.subn(pattern, repl, name)
-            if n:
-                name = new
-                break
+        name = _rename(file_name, to_reference=True) or file_name
         out[name] = tensor
         file_names[name] = file_name
     return out, file_names
@@ -225,26 +233,7 @@ def hf_to_reference(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
 
 def reference_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """This model's tensors under the Hugging Face file names (the inverse of hf_to_reference)."""
-    inverse = [
-        (r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
-        (r"^pos_embed$", "embeddings.position_embeddings"),
-        (r"^blocks\.(\d+)\.norm1\.", r"encoder.layer.\1.layernorm_before."),
-        (r"^blocks\.(\d+)\.norm2\.", r"encoder.layer.\1.layernorm_after."),
-        (r"^blocks\.(\d+)\.attn\.(query|key|value)\.", r"encoder.layer.\1.attention.attention.\2."),
-        (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layer.\1.attention.output.dense."),
-        (r"^blocks\.(\d+)\.mlp\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
-        (r"^blocks\.(\d+)\.mlp\.fc2\.", r"encoder.layer.\1.output.dense."),
-        (r"^norm\.", "layernorm."),
-        (r"^head\.", "classifier."),
-    ]
-    out = {}
-    for name, tensor in state.items():
-        for pattern, repl in inverse:
-            new, n = re.subn(pattern, repl, name)
-            if n:
-                out[new] = tensor
-                break
-    return out
+    return {hf: t for name, t in state.items() if (hf := _rename(name, to_reference=False))}
 
 
 def save_hf_checkpoint(model: IJepaEncoder, folder: Path) -> Path:

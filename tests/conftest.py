@@ -71,11 +71,9 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 def export_tiny(checkpoint: Path, out: Path, **kwargs) -> Path:
     from ijepa_deploy.exporter.export import ExportOptions, export
-    from ijepa_deploy.exporter.trtexec_script import write_build_script
     from ijepa_deploy.reference_model import load_checkpoint
 
     options = ExportOptions(output_dir=out, max_batch=kwargs.pop("max_batch", 4), **kwargs)
-    options.extra_steps.append(write_build_script)
     return export(load_checkpoint(checkpoint), options)
 
 
