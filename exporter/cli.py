@@ -82,7 +82,8 @@ Sub-commands:
 @click.option("--name", help="Artifact folder name (default: the variant or checkpoint name), e.g. --name ijepa-h14.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact folder of the same name.")
 @click.option("--precision", default="fp32", show_default=True,
-              help="Comma list of fp32, fp16, int8, e.g. --precision fp32,fp16,int8 (fp32 is always built).")
+              help="Comma list of fp32, fp16, int8 (TensorRT Q/DQ), int8-cpu (ONNX Runtime CPU), "
+                   "e.g. --precision fp32,fp16,int8 (fp32 is always built).")
 @click.option("--max-batch", default=8, show_default=True, help="Largest batch validated and profiled, e.g. 32.")
 @click.option("--opt-batch", type=int, help="Batch size TensorRT optimizes for (default: --max-batch), e.g. 8.")
 @click.option("--resolution", default="dynamic", show_default=True,

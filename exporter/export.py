@@ -30,7 +30,7 @@ from .progress import say, stage
 from .trtexec_script import write_build_script
 from .validation import Case, ReferenceOutputs, random_cases, validate_onnx
 
-KNOWN_PRECISIONS = ("fp32", "fp16", "int8")
+KNOWN_PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 MIN_OPSET, MAX_OPSET = 17, 21
 
 
@@ -88,7 +88,7 @@ def check_options(loaded: LoadedCheckpoint, options: ExportOptions) -> None:
         raise ExportError(f"--opt-batch must be between 1 and --max-batch ({options.max_batch})")
     if not MIN_OPSET <= options.opset <= MAX_OPSET:
         raise ExportError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} (LayerNormalization needs 17)")
-    if "int8" in options.precisions and options.calib_images is None:
+    if any(p.startswith("int8") for p in options.precisions) and options.calib_images is None:
         raise ExportError("int8 needs calibration images: pass --calib-images DIR (a few hundred real photos for "
                           "production, a few dozen for a smoke test)")
     for flag, folder in (("--calib-images", options.calib_images), ("--eval-images", options.eval_images)):
@@ -107,9 +107,6 @@ def export(loaded: LoadedCheckpoint, options: ExportOptions) -> Path:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=output_dir))
-        umask = os.umask(0)
-        os.umask(umask)
-        work.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the final folder gets normal permissions
     except OSError as exc:
         raise ExportError(f"output folder {output_dir} is not writable ({exc.strerror or exc}); "
                           "choose another with --output-dir") from None
@@ -120,6 +117,7 @@ def export(loaded: LoadedCheckpoint, options: ExportOptions) -> Path:
         write_build_script(work, manifest)
         manifest.save(work)
         (work / "report.md").write_text(report.render(manifest))
+        _normal_permissions(work)
         _move_into_place(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -153,11 +151,13 @@ def _export_into(work: Path, loaded: LoadedCheckpoint, options: ExportOptions, n
 
         path, validation = export_fp16(loaded.model, work, options, eval_cases, reference)
         manifest.artifacts["fp16"] = _artifact_entry(path, "fp16", validation, options.opset)
-    if "int8" in options.precisions:
-        from .quantization import export_int8
+    for precision in (p for p in options.precisions if p.startswith("int8")):
+        from .quantization import RECIPES, export_int8
 
-        path, validation, calib_info = export_int8(loaded.model, work, options, calib, preprocessor, eval_cases, reference)
-        manifest.artifacts["int8"] = _artifact_entry(path, "int8", validation, options.opset, calibration=calib_info)
+        path, validation, calib_info = export_int8(loaded.model, work, options, calib, preprocessor, eval_cases,
+                                                   reference, RECIPES[precision])
+        manifest.artifacts[precision] = _artifact_entry(path, precision, validation, options.opset,
+                                                        calibration=calib_info)
     return manifest
 
 
@@ -192,7 +192,7 @@ def _image_split(options: ExportOptions) -> tuple[list[Path], list[Path]]:
     if overlap:
         raise ExportError(f"--eval-images overlaps the calibration images ({sorted(overlap)[0].name}, ...); "
                           "held-out images must be different")
-    if "int8" in options.precisions and not held_out:
+    if any(p.startswith("int8") for p in options.precisions) and not held_out:
         raise ExportError(f"no held-out images for the int8 gate: --calib-images has {len(calib)} images and all are "
                           "used for calibration; lower --calib-count or pass --eval-images DIR")
     return calib, held_out
@@ -264,6 +264,16 @@ def tool_versions() -> dict:
             pass
     versions.setdefault("onnxruntime", versions.get("onnxruntime-gpu", "missing"))
     return versions
+
+
+def _normal_permissions(folder: Path) -> None:
+    """mkdtemp makes 0700 and ONNX Runtime's quantizer writes 0600 data files: give everything the
+    umask's normal permissions so the folder can be deployed to another user (Triton, a service)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod((0o777 if os.access(path, os.X_OK) else 0o666) & ~umask)
 
 
 def _move_into_place(work: Path, final: Path) -> None:

@@ -179,7 +179,7 @@ def build_engines(folder: Path, manifest: Manifest, precisions: list[str], setti
 
 def engine_step(precisions: tuple[str, ...]):
     """Export step for `--engine`: build plans now, or record why they were skipped."""
-    wanted = [p for p in precisions if p != "fp32"] or ["fp32"]
+    wanted = [p for p in precisions if p in ("fp16", "int8")] or ["fp32"]
 
     def step(folder: Path, manifest: Manifest) -> None:
         reason = tensorrt_unavailable_reason()
@@ -232,7 +232,10 @@ def build_engine_command(artifacts, precision, min_batch, opt_batch, max_batch, 
         if message:
             raise BackendError(message)
         wanted = [p.strip() for p in precision.split(",")] if precision else [
-            p for p in manifest.artifacts if p != "fp32"] or ["fp32"]
+            p for p in manifest.artifacts if p in ("fp16", "int8")] or ["fp32"]
+        if "int8-cpu" in wanted:
+            raise BackendError("int8-cpu is ONNX Runtime's CPU form (UINT8 activations), which TensorRT rejects; "
+                               "build the int8 artifact instead")
         shapes = profile_shapes(manifest)
         for key, value in (("min", min_batch), ("opt", opt_batch), ("max", max_batch)):
             if value:

@@ -60,17 +60,19 @@ class ReferenceOutputs:
 
     def __init__(self, model: IJepaEncoder):
         self.model = model
-        self._cache: dict[int, dict[str, np.ndarray]] = {}
+        # id -> (case, outputs): holding the case keeps its id from being reused by another object
+        self._cache: dict[int, tuple[Case, dict[str, np.ndarray]]] = {}
 
     def __call__(self, case: Case) -> dict[str, np.ndarray]:
         key = id(case)
         if key not in self._cache:
             with torch.inference_mode():
                 out = self.model(torch.from_numpy(case.pixel_values))
-            self._cache[key] = {"last_hidden_state": out.last_hidden_state.numpy(), "embedding": out.embedding.numpy()}
+            outputs = {"last_hidden_state": out.last_hidden_state.numpy(), "embedding": out.embedding.numpy()}
             if out.logits is not None:
-                self._cache[key]["logits"] = out.logits.numpy()
-        return self._cache[key]
+                outputs["logits"] = out.logits.numpy()
+            self._cache[key] = (case, outputs)
+        return self._cache[key][1]
 
 
 def validate_onnx(onnx_path: Path, precision: str, cases: list[Case], reference: ReferenceOutputs,

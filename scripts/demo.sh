@@ -19,9 +19,9 @@ for split, names in {"calib": ["astronaut.png", "coffee.png", "rocket.jpg", "hub
     for name in names:
         shutil.copy(data / name, out / split / name)
 PY
-.venv/bin/ijepa-export --variant vith14 --random-init --precision fp32,fp16,int8 --max-batch 8 \
+.venv/bin/ijepa-export --variant vith14 --random-init --precision fp32,fp16,int8,int8-cpu --max-batch 8 \
   --calib-images "$photos/calib" --eval-images "$photos/eval" --output-dir engines --overwrite
-for precision in fp32 int8; do
+for precision in fp32 int8-cpu; do
   echo "== ijepa-embed --precision $precision"
   .venv/bin/ijepa-embed --artifacts engines/vith14_1k --precision "$precision" --similarity \
     --output "engines/demo-embeddings-$precision.npy" "$photos/eval"

@@ -79,8 +79,8 @@ def export_tiny(checkpoint: Path, out: Path, **kwargs) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory, hf_dir, photos) -> Path:
-    """fp32 + fp16 + int8 artifacts of the tiny Hugging Face checkpoint."""
-    return export_tiny(hf_dir, tmp_path_factory.mktemp("engines"), precisions=("fp32", "fp16", "int8"),
+    """fp32 + fp16 + int8 + int8-cpu artifacts of the tiny Hugging Face checkpoint."""
+    return export_tiny(hf_dir, tmp_path_factory.mktemp("engines"), precisions=("fp32", "fp16", "int8", "int8-cpu"),
                        calib_images=photos["calib"], eval_images=photos["eval"])
 
 
@@ -91,10 +91,10 @@ def tiny_cls_artifacts(tmp_path_factory, hf_cls_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def vith14_artifacts(tmp_path_factory, photos) -> Path:
-    """Real-size vith14 (random init): fp32 + fp16 + int8, batch 1-2 to bound CI time."""
+    """Real-size vith14 (random init): fp32 + fp16 + int8 + int8-cpu, batch 1-2 to bound CI time."""
     from ijepa_deploy.exporter.export import ExportOptions, export
     from ijepa_deploy.reference_model import load_checkpoint
 
-    options = ExportOptions(precisions=("fp32", "fp16", "int8"), max_batch=2, output_dir=tmp_path_factory.mktemp("real"),
+    options = ExportOptions(precisions=("fp32", "fp16", "int8", "int8-cpu"), max_batch=2, output_dir=tmp_path_factory.mktemp("real"),
                             calib_images=photos["calib"], calib_count=4, eval_images=photos["eval"], eval_count=2)
     return export(load_checkpoint(variant="vith14", random_init=True, seed=0), options)

@@ -58,7 +58,7 @@ def test_int8_artifact_passes_lint_and_gate(tiny_artifacts):
                          for r in ("attn.query", "attn.key", "attn.value", "attn.proj", "mlp.fc1", "mlp.fc2")}
 
 
-@pytest.mark.parametrize("precision,gate", [("fp16", 0.999), ("int8", 0.99)])
+@pytest.mark.parametrize("precision,gate", [("fp16", 0.999), ("int8", 0.99), ("int8-cpu", 0.99)])
 def test_runtime_runs_precisions_within_gate(tiny_artifacts, hf_dir, photos, precision, gate):
     paths = sorted(photos["eval"].iterdir())
     with Embedder.load(tiny_artifacts, precision=precision) as embedder:
@@ -205,6 +205,18 @@ def test_lint_cli(tiny_artifacts, tmp_path):
     assert bad.returncode == 1 and "[zero-point]" in bad.stdout and "2 violation(s)" in bad.stderr  # Q and DQ share the zero point
 
 
+def test_int8_cpu_artifact_uses_cpu_kernels_form(tiny_artifacts):
+    art = _manifest(tiny_artifacts)["artifacts"]["int8-cpu"]
+    assert art["file"] == "model_int8_cpu.onnx" and art["validation"]["worst_cosine"] >= 0.99
+    assert art["calibration"]["activations"] == "uint8 asymmetric"
+    model = onnx.load(str(tiny_artifacts / art["file"]))
+    zero_points = {i.name: i.data_type for i in model.graph.initializer if "zero_point" in i.name}
+    assert TensorProto.UINT8 in zero_points.values() and TensorProto.INT8 in zero_points.values()
+    assert "Cast" not in {n.op_type for n in model.graph.node}  # plain fp32 graph underneath: no fp16 islands
+    # TensorRT would reject it, and the lint says so
+    assert any(v.rule == "zero-point" and "must be INT8" in v.message for v in lint_file(tiny_artifacts / art["file"]))
+
+
 @pytest.mark.realsize
 def test_vith14_real_size_fp16_int8(vith14_artifacts):
     data = _manifest(vith14_artifacts)
@@ -215,3 +227,6 @@ def test_vith14_real_size_fp16_int8(vith14_artifacts):
     assert int8["bytes"] < 0.35 * data["artifacts"]["fp32"]["bytes"]
     assert lint_file(vith14_artifacts / "model_int8.onnx") == []
     assert fp16["validation"]["matmul_dtypes"] == {"float16": 32 * 8}
+    cpu = data["artifacts"]["int8-cpu"]
+    assert cpu["validation"]["passed"] and cpu["validation"]["worst_cosine"] >= 0.99
+    assert cpu["bytes"] < 0.35 * data["artifacts"]["fp32"]["bytes"]
