@@ -9,6 +9,12 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
+def _checkpoint(source: dict) -> str:
+    if source.get("kind") == "random-init":
+        return f"random-init ({source.get('variant')}, seed {source.get('seed')}; random weights, not a trained model)"
+    return f"{source.get('kind')} {source.get('location')} (sha256 {source.get('sha256')})"
+
+
 def render(manifest: Manifest) -> str:
     a = manifest.architecture
     res = manifest.resolution
@@ -17,8 +23,7 @@ def render(manifest: Manifest) -> str:
         "",
         f"- Architecture: D={a['hidden_size']}, {a['num_layers']} layers, {a['num_heads']} heads, MLP {a['mlp_size']}, "
         f"patch {a['patch_size']}, native {a['image_size']}px" + (f", head with {a['num_labels']} labels" if a["num_labels"] else ""),
-        f"- Checkpoint: {manifest.checkpoint.get('kind')} {manifest.checkpoint.get('location') or ''} "
-        f"(sha256 {manifest.checkpoint.get('sha256') or 'n/a'})" + (f", {manifest.encoder} encoder" if manifest.encoder else ""),
+        f"- Checkpoint: {_checkpoint(manifest.checkpoint)}" + (f", {manifest.encoder} encoder" if manifest.encoder else ""),
         f"- Resolution: {'dynamic' if res['dynamic'] else 'fixed'} (native {res['native'][0]}x{res['native'][1]}, "
         f"range {res['min'][0]}x{res['min'][1]} .. {res['max'][0]}x{res['max'][1]}, multiple of {res['multiple_of']})",
         f"- Batch: {manifest.batch['min']}..{manifest.batch['max']} (opt {manifest.batch['opt']}); pooling: mean over tokens",

@@ -10,6 +10,7 @@ import torch
 
 from ijepa_deploy.reference_model import IJepaEncoder
 from ijepa_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from ijepa_deploy.runtime.embedder import cosine_rows
 
 from .progress import progress
 
@@ -48,11 +49,6 @@ def random_cases(shapes: list[tuple[int, int, int]], seed: int = 0) -> list[Case
     """Deterministic uniform inputs in [-1, 1] (the normalized pixel range) for each (batch, H, W)."""
     rng = np.random.default_rng(seed)
     return [Case(rng.uniform(-1, 1, (b, 3, h, w)).astype(np.float32), "random-uniform[-1,1]") for b, h, w in shapes]
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30)
 
 
 class ReferenceOutputs:

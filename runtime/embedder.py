@@ -20,6 +20,12 @@ from .preprocessing import ImageError, ImageInput, Preprocessor
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of `a` with the same row of `b` (float64)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30)
+
+
 class Embedder:
     """Runs one exported artifact (a precision of an artifact folder) on images."""
 

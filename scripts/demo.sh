@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up, export the real-size ViT-H/14 I-JEPA (random weights:
-# the Hugging Face Hub is not reachable here) to fp32/fp16/int8 ONNX with parity gates, then embed
+# the Hugging Face Hub is not reachable here) to fp32/fp16/int8/int8-cpu ONNX with parity gates, then embed
 # real photographs with the torch-free runtime and print their cosine similarities.
 # With Hub access, replace --random-init by --checkpoint facebook/ijepa_vith14_1k.
 set -euo pipefail

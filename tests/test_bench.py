@@ -24,7 +24,11 @@ def test_bench_json_has_every_figure(tiny_artifacts, tmp_path):
         assert row["images_per_s"] > 0 and row["latency_p95_ms"] >= row["latency_p50_ms"] >= 0
         assert row["ratio_vs_transformers"] > 0 and 0 <= row["fraction_of_peak"]
         assert row["cosine_vs_transformers"] >= (0.99 if "int8" in row["backend"] else 0.999)
-    pre = result["preprocessing"]
-    assert pre["max_abs_difference"] <= 1e-5 and pre["ours_images_per_s"] > 0
+    assert set(result["peak_rss_mb"]) == {"torch:transformers", "torch:reference", "onnxruntime:fp32",
+                                          "onnxruntime:fp16", "onnxruntime:int8"}
+    assert all(mb > 50 for mb in result["peak_rss_mb"].values())  # a fresh Python process with the backend loaded
+    for mode in ("from_files", "from_decoded"):
+        pre = result["preprocessing"][mode]
+        assert pre["max_abs_difference"] <= 1e-5 and pre["ours_images_per_s"] > 0 and pre["speedup"] > 0
     assert result["export"]["seconds"] > 0 and result["export"]["peak_rss_gb"] > 0
     assert "| onnxruntime int8 | 3 |" in (tmp_path / "b.md").read_text()
