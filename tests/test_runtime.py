@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -216,4 +214,4 @@ def test_precision_not_exported(tiny_cls_artifacts):
 
 def test_bytes_garbage(tiny_artifacts):
     with Embedder.load(tiny_artifacts) as embedder, pytest.raises(ImageError, match=r"input #1 \(5 bytes\)"):
-        embedder.embed([io.BytesIO(b"").getvalue() or (skimage_data_dir() / "coffee.png"), b"abcde"])
+        embedder.embed([skimage_data_dir() / "coffee.png", b"abcde"])
