@@ -42,7 +42,7 @@ class Runner:
     precision: str
     run: Callable[[np.ndarray], np.ndarray]  # pixels -> embedding
     peak_key: str  # which measured CPU peak bounds it: "fp32", "int8", or "gpu" (none measured)
-    model: object = None
+    model: object = None  # the torch module, for the GPU copies of the baseline
     spec: str = ""  # how to build it again: "torch:transformers", "onnxruntime:int8", ...
 
 
@@ -146,9 +146,7 @@ def torch_runner(kind: str, weights: Path, threads: int | None) -> Runner:
             interpolate = tuple(x.shape[-2:]) != (hf.config.image_size, hf.config.image_size)
             return hf(x, interpolate_pos_encoding=interpolate).last_hidden_state.mean(dim=1).numpy()
 
-    runner = Runner(BASELINE, "torch", "fp32", run_hf, "fp32")
-    runner.model = hf
-    return runner
+    return Runner(BASELINE, "torch", "fp32", run_hf, "fp32", model=hf)
 
 
 def _torch_gpu_runners(hf) -> list[Runner]:

@@ -61,13 +61,25 @@ class _Graph:
             load_external_data_for_tensor(t, str(self.base_dir))
         return numpy_helper.to_array(t)
 
-    def is_weight(self, name: str) -> bool:
-        """A constant, or a DequantizeLinear of a constant."""
-        if name in self.initializers or name in self.constants:
-            return True
+    def is_constant(self, name: str) -> bool:
+        return name in self.initializers or name in self.constants
+
+    def weight_source(self, name: str) -> str | None:
+        """The constant behind a tensor: itself, or the input of the DequantizeLinear producing it."""
+        if self.is_constant(name):
+            return name
         p = self.producer.get(name)
-        return p is not None and p.op_type == "DequantizeLinear" and (
-            p.input[0] in self.initializers or p.input[0] in self.constants)
+        if p is not None and p.op_type == "DequantizeLinear" and self.is_constant(p.input[0]):
+            return p.input[0]
+        return None
+
+    def is_weight(self, name: str) -> bool:
+        return self.weight_source(name) is not None
+
+    def dims(self, name: str) -> tuple[int, ...]:
+        """A constant's shape, read from its proto (no external data is loaded)."""
+        t = self.initializers.get(name) or self.constants.get(name)
+        return tuple(t.dims)
 
     def reaches_output(self, name: str, hops: int = 3) -> bool:
         if name in self.outputs:
@@ -126,7 +138,7 @@ def _axis(n: onnx.NodeProto) -> int:
 
 def _check_dq_consumers(g: _Graph, dq: onnx.NodeProto) -> list[Violation]:
     out = []
-    is_weight = dq.input[0] in g.initializers or dq.input[0] in g.constants
+    is_weight = g.is_constant(dq.input[0])
     scale = g.constant(dq.input[1])
     per_channel = scale is not None and scale.size > 1
     for c in g.consumers.get(dq.output[0], []):
@@ -137,11 +149,10 @@ def _check_dq_consumers(g: _Graph, dq: onnx.NodeProto) -> list[Violation]:
                                                         "MatMul/Gemm/Conv may be quantized"))
             continue
         if c.op_type == "Conv":
-            w = g.constant(c.input[1]) if c.input[1] in g.initializers else None
-            src = g.producer.get(c.input[1])
-            w = w if w is not None else (g.constant(src.input[0]) if src is not None and src.op_type == "DequantizeLinear" else None)
-            if w is not None and w.ndim == 4 and w.shape[1] <= 4:
-                out.append(Violation("placement", c.name, f"Conv with {w.shape[1]} input channels (patch embedding) "
+            src = g.weight_source(c.input[1])
+            shape = g.dims(src) if src else ()
+            if len(shape) == 4 and shape[1] <= 4:
+                out.append(Violation("placement", c.name, f"Conv with {shape[1]} input channels (patch embedding) "
                                                           "must stay unquantized"))
         if c.op_type == "MatMul" and not (g.is_weight(c.input[0]) or g.is_weight(c.input[1])):
             out.append(Violation("placement", c.name, "attention MatMul (two activations) must not be quantized "
@@ -154,7 +165,7 @@ def _check_dq_consumers(g: _Graph, dq: onnx.NodeProto) -> list[Violation]:
                 want = 0
             if not per_channel:
                 out.append(Violation("axis", dq.name, f"weight of {c.name} is quantized per tensor; use per channel"))
-            elif _axis(dq) % g.constant(dq.input[0]).ndim != want:
+            elif _axis(dq) % len(g.dims(dq.input[0])) != want:
                 out.append(Violation("axis", dq.name, f"weight of {c.op_type} {c.name} quantized on axis {_axis(dq)}; "
                                                       f"the output-channel axis is {want}"))
         elif per_channel:

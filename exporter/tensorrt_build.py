@@ -58,29 +58,28 @@ def _strongly_typed_flags(trt) -> int:
     return 1 << int(flag)
 
 
-class _Logger:
-    """A TensorRT logger that keeps errors for the failure message."""
+def _make_logger(trt):
+    """A TensorRT logger that keeps errors for the failure message and prints warnings."""
 
-    def __new__(cls, trt):
-        class Logger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
 
-            def log(self, severity, msg):
-                if severity <= trt.ILogger.Severity.ERROR:
-                    self.errors.append(msg)
-                if severity <= trt.ILogger.Severity.WARNING:
-                    say(f"  [TensorRT] {msg}")
+        def log(self, severity, msg):
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(msg)
+            if severity <= trt.ILogger.Severity.WARNING:
+                say(f"  [TensorRT] {msg}")
 
-        return Logger()
+    return Logger()
 
 
 def build_plan(onnx_path: Path, plan_path: Path, settings: BuildSettings, input_name: str = "pixel_values") -> dict:
     """Build and save one plan; return its manifest record (without validation)."""
     import tensorrt as trt
 
-    logger = _Logger(trt)
+    logger = _make_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(_strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
