@@ -157,13 +157,17 @@ class Embedder:
         if not images:
             raise ImageError("no images given: pass at least one image")
         spans = self.batches(len(images), batch_size)
+
+        def prefetch(k: int):
+            start, end = spans[k]
+            return self._prefetch.submit(self.preprocessor, images[start:end], self._decode, start)
+
         results: list[np.ndarray] = []
-        pending = self._prefetch.submit(self.preprocessor, images[spans[0][0]:spans[0][1]], self._decode, spans[0][0])
+        pending = prefetch(0)
         for i, (start, end) in enumerate(spans):
             pixels = pending.result()
             if i + 1 < len(spans):  # overlap: decode the next batch while this one runs
-                s, e = spans[i + 1]
-                pending = self._prefetch.submit(self.preprocessor, images[s:e], self._decode, s)
+                pending = prefetch(i + 1)
             results.append(self.backend.run(pixels, [output])[output])
             if on_batch:
                 on_batch(end - start)
