@@ -9,15 +9,18 @@ passes and the Q/DQ lint address.
 
 A `GraphPrecision` says in which dtype each region computes; the residual stream, LayerNorm,
 position table, pooling and head always stay float32, and every dtype boundary is an explicit
-Cast, so the typed graph is what a strongly typed TensorRT network compiles.
+Cast, so the typed graph is what a strongly typed TensorRT network compiles. A `QuantPlan` adds
+explicit Q/DQ on the inputs of the weight MatMuls it names (weights stored quantized, per output
+channel; activations per tensor, one Q/DQ pair per tensor however many MatMuls read it).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import onnx
 import torch
@@ -26,9 +29,11 @@ from onnx import TensorProto, helper
 from ijepa_deploy.reference_model import IJepaEncoder, interpolate_position_table
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
-_NP = {F32: np.float32, F16: np.float16}
+INT8, UINT8, FP8 = TensorProto.INT8, TensorProto.UINT8, TensorProto.FLOAT8E4M3FN
+_NP = {F32: np.float32, F16: np.float16, INT8: np.int8, UINT8: np.uint8, FP8: ml_dtypes.float8_e4m3fn}
+FP8_MAX = 448.0
+EXTERNAL_DATA_ABOVE = 256 << 20  # weights beyond this go to one aligned external file
 INPUT_NAME = "pixel_values"
-PROTOBUF_LIMIT = 2**31 - 1
 WEIGHT_MATMUL_ROLES = ("attn.query", "attn.key", "attn.value", "attn.proj", "mlp.fc1", "mlp.fc2")
 
 
@@ -41,14 +46,42 @@ class GraphPrecision:
     attention: int  # q @ k^T, softmax, @ v
 
 
-PRECISIONS = {
-    "fp32": GraphPrecision("fp32", linear=F32, attention=F32),
-    "fp16": GraphPrecision("fp16", linear=F16, attention=F16),
-    # The graph that int8 Q/DQ is placed on: weight MatMuls float32 (their inputs get Q/DQ with
-    # float32 scales, so opset 17 suffices), attention float16 (TensorRT's int8 MHA needs head
-    # size 16/32/64; ViT-H has 80, ViT-g 88).
-    "int8-base": GraphPrecision("int8-base", linear=F32, attention=F16),
-}
+FP32_GRAPH = GraphPrecision("fp32", linear=F32, attention=F32)
+FP16_GRAPH = GraphPrecision("fp16", linear=F16, attention=F16)
+# The graph that Q/DQ is placed on for TensorRT: weight MatMuls float32 (their inputs get Q/DQ with
+# float32 scales), attention float16 (TensorRT's int8 MHA needs head size 16/32/64; ViT-H has 80,
+# ViT-g 88).
+QDQ_BASE_GRAPH = GraphPrecision("qdq-base", linear=F32, attention=F16)
+
+
+@dataclass(frozen=True)
+class ActQuant:
+    """Per-tensor quantization of one MatMul input: y = saturate(round(x / scale) + zero_point)."""
+
+    scale: float
+    zero_point: float
+    dtype: int  # INT8, UINT8 or FP8
+
+
+@dataclass
+class QuantPlan:
+    """Which weight MatMuls (by layer name, e.g. "blocks.3.mlp.fc1") get Q/DQ, and how."""
+
+    weight_dtype: int  # INT8 or FP8, symmetric, per output channel
+    activations: dict[str, ActQuant] = field(default_factory=dict)
+    # Per-channel shifts subtracted from a layer's input before its Q/DQ (z W is added to its bias):
+    # for inputs that no linear producer can absorb them into (fc2 reads GELU's output).
+    input_shifts: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def quantize_weight(w: np.ndarray, dtype: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel quantization of a [in, out] weight: (values, scale[out])."""
+    amax = np.maximum(np.abs(w).max(axis=0), 1e-12).astype(np.float32)
+    if dtype == FP8:
+        scale = (amax / FP8_MAX).astype(np.float32)
+        return np.clip(w / scale, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn), scale
+    scale = (amax / 127.0).astype(np.float32)
+    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
 
 
 @dataclass
@@ -58,18 +91,20 @@ class GraphSpec:
     precision: GraphPrecision
     resolution: tuple[int, int] | None = None  # None: dynamic height/width
     opset: int = 17
+    quant: QuantPlan | None = None
 
 
 class _Builder:
     """Accumulates nodes and initializers; weights are streamed to an external file when asked."""
 
-    def __init__(self, opset: int, data_path: Path | None):
+    def __init__(self, opset: int, data_path: Path | None, quant: QuantPlan | None = None):
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self._data_path = data_path
         self._data = open(data_path, "wb") if data_path else None
-        self._counter = 0
+        self.quant = quant
+        self._dequantized: dict[tuple[str, ActQuant], str] = {}
 
     def close(self) -> None:
         if self._data:
@@ -104,13 +139,40 @@ class _Builder:
     def cast(self, x: str, src: int, dst: int, name: str) -> str:
         return x if src == dst else self.node("Cast", [x], name, to=dst)
 
+    def dequantized(self, x: str, q: ActQuant) -> str:
+        """x through QuantizeLinear -> DequantizeLinear with `q` (one pair per tensor and parameters)."""
+        key = (x, q)
+        if key not in self._dequantized:
+            tag = x + ("" if not any(k[0] == x for k in self._dequantized) else f".{len(self._dequantized)}")
+            scale = self.weight(f"{tag}.scale", np.array(q.scale, np.float32))
+            zero = self.weight(f"{tag}.zero_point", np.array(q.zero_point, _NP[q.dtype]))
+            quantized = self.node("QuantizeLinear", [x, scale, zero], f"{tag}.QuantizeLinear")
+            self._dequantized[key] = self.node("DequantizeLinear", [quantized, scale, zero], f"{tag}.DequantizeLinear")
+        return self._dequantized[key]
+
     def linear(self, x: str, layer: torch.nn.Linear, name: str, dtype: int, scale: float = 1.0) -> str:
-        """x @ W^T + b with W stored as [in, out] (per-channel quantization axis 1)."""
+        """x @ W^T + b with W stored as [in, out] (per-channel quantization axis 1); with Q/DQ when
+        the quantization plan names this layer."""
         w = _np(layer.weight).T * scale
-        y = self.node("MatMul", [x, self.weight(f"{name}.weight", w.astype(_NP[dtype]))], f"{name}.MatMul")
+        act = self.quant.activations.get(name) if self.quant else None
+        shift = self.quant.input_shifts.get(name) if act is not None else None
+        bias_shift = 0.0
+        if shift is not None:  # x W + b = (x - z) W + (b + z W)
+            x = self.node("Sub", [x, self.weight(f"{name}.input_shift", shift.astype(np.float32))], f"{name}.InputShift")
+            bias_shift = shift.astype(np.float64) @ w.astype(np.float64)
+        if act is None:
+            weight = self.weight(f"{name}.weight", w.astype(_NP[dtype]))
+        else:
+            values, w_scale = quantize_weight(w, self.quant.weight_dtype)
+            stored = self.weight(f"{name}.weight_quantized", values)
+            w_scale = self.weight(f"{name}.weight_scale", w_scale)
+            zero = self.weight(f"{name}.weight_zero_point", np.zeros(values.shape[1], _NP[self.quant.weight_dtype]))
+            weight = self.node("DequantizeLinear", [stored, w_scale, zero], f"{name}.weight.DequantizeLinear", axis=1)
+            x = self.dequantized(x, act)
+        y = self.node("MatMul", [x, weight], f"{name}.MatMul")
         if layer.bias is None:
             return y
-        b = _np(layer.bias) * scale
+        b = _np(layer.bias) * scale + bias_shift
         return self.node("Add", [y, self.weight(f"{name}.bias", b.astype(_NP[dtype]))], f"{name}.BiasAdd")
 
     def layer_norm(self, x: str, norm: torch.nn.LayerNorm, name: str) -> str:
@@ -128,11 +190,12 @@ def build_graph(model: IJepaEncoder, spec: GraphSpec, onnx_path: Path, *, extern
     """Write the encoder as ONNX to `onnx_path` (weights in `<file>.data` when external) and return it."""
     arch = model.arch
     prec = spec.precision
-    nbytes = sum(p.numel() * (2 if prec.linear == F16 else 4) for p in model.parameters())
+    bytes_per_weight = 1 if spec.quant else 2 if prec.linear == F16 else 4
+    nbytes = sum(p.numel() * bytes_per_weight for p in model.parameters())
     if external_data is None:
-        external_data = nbytes > PROTOBUF_LIMIT - (64 << 20)
+        external_data = nbytes > EXTERNAL_DATA_ABOVE
     data_path = onnx_path.with_name(onnx_path.name + ".data") if external_data else None
-    g = _Builder(spec.opset, data_path)
+    g = _Builder(spec.opset, data_path, spec.quant)
     try:
         with torch.no_grad():
             outputs = _encoder(g, model, spec)

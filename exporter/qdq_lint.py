@@ -1,8 +1,8 @@
 """A lint for INT8 Q/DQ ONNX files against TensorRT's explicit-quantization rules.
 
 Works on any ONNX file (structure only, no names required) and reports every violation:
-  opset       default-domain opset >= 13 (per-axis Q/DQ)
-  zero-point  every zero point present, int8, all 0 (symmetric, signed; UINT8 is rejected)
+  opset       default-domain opset >= 13 (per-axis Q/DQ), >= 19 for float8 Q/DQ
+  zero-point  every zero point present, int8 or float8 E4M3, all 0 (symmetric; UINT8 is rejected)
   scale       every scale a constant, finite, > 0
   axis        weights per channel on the output axis (MatMul [in, out]: axis 1; Conv: axis 0);
               activations per tensor
@@ -24,7 +24,10 @@ import onnx
 from onnx import TensorProto, numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
+from .errors import ExportError
+
 QDQ = ("QuantizeLinear", "DequantizeLinear")
+ZERO_POINT_TYPES = (TensorProto.INT8, TensorProto.FLOAT8E4M3FN)
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 
 
@@ -96,6 +99,9 @@ def lint_model(model: onnx.ModelProto, base_dir: Path = Path(".")) -> list[Viola
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         out.append(Violation("opset", "model", f"opset {opset} < 13: per-axis Q/DQ needs opset >= 13"))
+    float8 = any(t.data_type == TensorProto.FLOAT8E4M3FN for t in g.initializers.values())
+    if float8 and opset < 19:
+        out.append(Violation("opset", "model", f"opset {opset} < 19: float8 Q/DQ needs opset >= 19"))
 
     for n in g.nodes:
         if n.op_type not in QDQ:
@@ -124,10 +130,10 @@ def _check_scale_and_zero_point(g: _Graph, n: onnx.NodeProto) -> list[Violation]
         zp = g.constant(zp_name)
         if zp is None:
             out.append(Violation("zero-point", n.name, f"zero point {zp_name} is not a constant"))
-        elif zp_tensor.data_type != TensorProto.INT8:
-            out.append(Violation("zero-point", n.name,
-                                 f"zero point is {TensorProto.DataType.Name(zp_tensor.data_type)}, must be INT8"))
-        elif np.any(zp != 0):
+        elif zp_tensor.data_type not in ZERO_POINT_TYPES:
+            out.append(Violation("zero-point", n.name, f"zero point is {TensorProto.DataType.Name(zp_tensor.data_type)}, "
+                                                       "must be INT8 (or FLOAT8E4M3FN for fp8)"))
+        elif np.any(zp.astype(np.float32) != 0):
             out.append(Violation("zero-point", n.name, "zero point is not 0 (TensorRT takes symmetric only)"))
     return out
 
@@ -197,13 +203,13 @@ def _check_fc_pairs(g: _Graph) -> list[Violation]:
 
 def lint_file(path: Path) -> list[Violation]:
     """Lint an ONNX file (external data is read only for the scales and zero points)."""
-    from .export import ExportError
-
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"ONNX file not found: {path}")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise ExportError(f"cannot read {path} as ONNX ({str(exc).splitlines()[0][:200]})") from None
+        raise ExportError(f"{path} is not an ONNX file ({str(exc).splitlines()[0][:200]})") from None
+    if not model.opset_import or not model.graph.node:
+        raise ExportError(f"{path} is not an ONNX model (no opset, no graph nodes)")
     return lint_model(model, path.parent)

@@ -1,4 +1,4 @@
-"""report.md: the human-readable summary of an artifact folder (sizes, gates, engines)."""
+"""report.md: the human-readable summary of an artifact folder (sizes, gates, quantization, engines)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ def _checkpoint(source: dict) -> str:
     return f"{source.get('kind')} {source.get('location')} (sha256 {source.get('sha256')})"
 
 
+def _fmt(value, spec: str = ".5f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def render(manifest: Manifest) -> str:
     a = manifest.architecture
     res = manifest.resolution
+    pre = manifest.preprocessing
     lines = [
         f"# {manifest.name}",
         "",
@@ -27,33 +32,57 @@ def render(manifest: Manifest) -> str:
         f"- Resolution: {'dynamic' if res['dynamic'] else 'fixed'} (native {res['native'][0]}x{res['native'][1]}, "
         f"range {res['min'][0]}x{res['min'][1]} .. {res['max'][0]}x{res['max'][1]}, multiple of {res['multiple_of']})",
         f"- Batch: {manifest.batch['min']}..{manifest.batch['max']} (opt {manifest.batch['opt']}); pooling: mean over tokens",
-        f"- Preprocessing: resize to {manifest.preprocessing['height']}x{manifest.preprocessing['width']} "
-        f"({manifest.preprocessing['resample']}), x{manifest.preprocessing['rescale_factor']:.6g}, "
-        f"mean {manifest.preprocessing['mean']}, std {manifest.preprocessing['std']}",
+        f"- Preprocessing: EXIF orientation {'applied' if pre.exif_orientation else 'ignored'}, resize to "
+        f"{pre.height}x{pre.width} ({pre.resample}), x{pre.rescale_factor:.6g}, mean {list(pre.mean)}, std {list(pre.std)}, "
+        f"at most {pre.max_pixels:,} pixels per image",
         "",
-        "## Artifacts",
+        "## Artifacts and gates",
         "",
-        "| precision | file | size | gate | worst cosine | worst max abs | passed |",
-        "|---|---|---|---|---|---|---|",
+        "Low precisions are certified on held-out real images against PyTorch fp32: centered cosine (worst image, "
+        "the set's mean embedding removed), top-5 neighbour agreement, token centered cosine; pooled cosine and max "
+        "abs are for information.",
+        "",
+        "| precision | file | size | gate | centered cos | top-5 agree | token centered | pooled cos | max abs | quantized FLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for prec, art in manifest.artifacts.items():
-        v = art["validation"]
-        gate = f"cos >= {v['gate']['min_cosine']}" + (f", max abs <= {v['gate']['max_abs']:g}" if v["gate"]["max_abs"] else "")
-        lines.append(f"| {prec} | {art['file']} | {_mb(art['bytes'])} | {gate} | {v['worst_cosine']:.6f} | "
-                     f"{v['worst_max_abs']:.2e} | {'yes' if v['passed'] else 'NO'} |")
-    lines += ["", "## Checks", "", "| precision | batch | HxW | inputs | cosine | max abs |", "|---|---|---|---|---|---|"]
-    for prec, art in manifest.artifacts.items():
-        for c in art["validation"]["checks"]:
-            inputs = c["inputs"] if len(c["inputs"]) < 60 else c["inputs"][:57] + "..."
-            lines.append(f"| {prec} | {c['batch']} | {c['height']}x{c['width']} | {inputs} | "
-                         f"{c['min_cosine']:.7f} | {c['max_abs']:.2e} |")
+        v = art.validation
+        m = v.get("metrics", {})
+        gate = ", ".join(f"{k.replace('min_', '').replace('max_', 'max ')} {val:g}" for k, val in v["gate"].items()
+                         if k != "k") or "reported"
+        quant = art.quantization or {}
+        fraction = quant.get("quantized_flop_fraction")
+        lines.append(
+            f"| {prec} | {art.file}{' (' + art.inference_precision + ' mode)' if art.inference_precision else ''} | "
+            f"{_mb(art.bytes)} | {gate} | {_fmt(m.get('centered_cosine'))} | {_fmt(m.get('top5_agreement'), '.3f')} | "
+            f"{_fmt(m.get('token_centered_cosine'))} | {_fmt(m.get('pooled_cosine', v.get('worst_cosine')), '.6f')} | "
+            f"{_fmt(m.get('max_abs', v.get('worst_max_abs')), '.2e')} | {_fmt(fraction, '.1%')} |")
+    weak = [p for p, art in manifest.artifacts.items() if art.validation.get("weak_estimate")]
+    if weak:
+        lines += ["", f"Fewer than 16 held-out images were used for {', '.join(weak)}: the neighbour agreement is "
+                      "weakly estimated."]
+    quantized = {p: art for p, art in manifest.artifacts.items() if art.quantization}
+    if quantized:
+        lines += ["", "## Quantization", ""]
+        for prec, art in quantized.items():
+            q = art.quantization
+            floats = q["float_layers"]
+            lines.append(f"- {prec}: {q['activations']} activations, {q['weights']} weights; SmoothQuant alpha "
+                         f"{q['smoothquant_alpha']}; {q['quantized_layers']} MatMuls quantized"
+                         + (f", {len(floats)} kept float ({', '.join(floats[:6])}{', ...' if len(floats) > 6 else ''})"
+                            if floats else "") + f"; calibration {art.calibration['method']} on "
+                         f"{art.calibration['count']} images; {len(q['attempts'])} attempt(s)")
+    shape_checks = [(p, c) for p, art in manifest.artifacts.items() for c in art.validation.get("checks", [])]
+    if shape_checks:
+        lines += ["", "## fp32 parity checks", "", "| batch | HxW | inputs | cosine | max abs |", "|---|---|---|---|---|"]
+        for _, c in shape_checks:
+            lines.append(f"| {c['batch']} | {c['height']}x{c['width']} | {c['inputs']} | {c['min_cosine']:.7f} | "
+                         f"{c['max_abs']:.2e} |")
     if manifest.engines:
         lines += ["", "## TensorRT engines", ""]
-        for prec, eng in manifest.engines.items():
-            if "skipped" in eng:
-                lines.append(f"- {prec}: skipped: {eng['skipped']}")
-            else:
-                lines.append(f"- {prec}: {eng['file']} (TensorRT {eng['tensorrt_version']}, {eng['gpu_name']}, "
-                             f"sm_{eng['compute_capability'].replace('.', '')}), {_mb(eng['bytes'])}")
+        for eng in manifest.engines:
+            lines.append(f"- {eng.precision}: {eng.file} (TensorRT {eng.tensorrt_version}, {eng.gpu_name}, "
+                         f"sm_{eng.compute_capability.replace('.', '')}"
+                         + (", version compatible" if eng.version_compatible else "") + f"), {_mb(eng.bytes)}")
     lines += ["", "## Tools", "", ", ".join(f"{k} {v}" for k, v in manifest.tools.items()), ""]
     return "\n".join(lines)

@@ -1,36 +1,39 @@
 """TensorRT plans from the typed ONNX artifacts: one strongly typed code path for 10.12+ and 11.
 
-Precision comes from the ONNX file (typed fp16, Q/DQ int8), so no precision flag is set. The
-network is parsed with `parse_from_file` (external data), one optimization profile covers the
-manifest's batch range and, for dynamic artifacts, its resolution range; the timing cache is
-loaded and saved; profiling verbosity is DETAILED so the engine inspector can tell whether
-attention fused. Each plan is then checked against its source ONNX under ONNX Runtime.
+Precision comes from the ONNX file (typed fp16, Q/DQ int8 and fp8), so no precision flag is set;
+fp32 plans are built with TF32 off unless asked for. The network is parsed with
+`parse_from_file` (external data); one optimization profile covers the manifest's batch range and,
+for dynamic artifacts, its resolution range. The timing cache is per GPU and TensorRT version,
+every cache call is checked, and the cache is written atomically. The plan is inspected from
+memory (with host code allowed for version-compatible plans), written atomically, gated against
+its source ONNX under ONNX Runtime on the held-out images stored with the artifacts, and recorded
+per precision, GPU and TensorRT version: a second GPU's plan is added beside the first.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 
-from ijepa_deploy.runtime.backends.base import BackendError
+from ijepa_deploy.runtime.atomic import write_atomic
 from ijepa_deploy.runtime.backends.tensorrt_backend import (TensorRTBackend, gpu_slug, local_environment,
                                                             tensorrt_unavailable_reason)
-from ijepa_deploy.runtime.manifest import Manifest
+from ijepa_deploy.runtime.integrity import confined, sha256_file
+from ijepa_deploy.runtime.manifest import Engine, Manifest
 
+from . import precisions as registry
 from . import report
+from .errors import EngineBuildError
 from .progress import say, stage
-from .trtexec_script import SCRIPT_NAME, plan_name, profile_shapes
-from .validation import GATES, cosine_rows
+from .trtexec_script import SCRIPT_NAME, plan_name, profile_shapes, timing_cache_name
+from .validation import gate_images, random_cases, require
 
-
-class EngineBuildError(RuntimeError):
-    """TensorRT could not build or validate a plan."""
+ATTENTION_KERNEL = re.compile(r"mha|fmha|flash|attention|_sdpa|myelin.*softmax", re.IGNORECASE)
 
 
 @dataclass
@@ -41,6 +44,8 @@ class BuildSettings:
     timing_cache: Path | None = None
     version_compatible: bool = False
     hardware_compatible: bool = False
+    tf32: bool = False
+    device: int = 0
 
 
 def missing_tensorrt_message(folder: Path) -> str | None:
@@ -75,8 +80,20 @@ def _make_logger(trt):
     return Logger()
 
 
-def build_plan(onnx_path: Path, plan_path: Path, settings: BuildSettings, input_name: str = "pixel_values") -> dict:
-    """Build and save one plan; return its manifest record (without validation)."""
+def _load_timing_cache(config, path: Path | None):
+    data = path.read_bytes() if path and path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None:
+        raise EngineBuildError(f"TensorRT could not create a timing cache{f' from {path}' if data else ''}; "
+                               "delete the cache file to start a new one")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise EngineBuildError(f"the timing cache {path} was made on another GPU or TensorRT version; delete it")
+    return cache
+
+
+def build_plan(onnx_path: Path, plan_path: Path, settings: BuildSettings, input_name: str = "pixel_values",
+               precision: str = "fp32") -> dict:
+    """Build, inspect and save one plan; return the fields of its manifest record (no validation)."""
     import tensorrt as trt
 
     logger = _make_logger(trt)
@@ -90,13 +107,13 @@ def build_plan(onnx_path: Path, plan_path: Path, settings: BuildSettings, input_
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gb * (1 << 30)))
     config.builder_optimization_level = settings.opt_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if not settings.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 plans stay fp32 (the fp32 gate)
     if settings.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if settings.hardware_compatible:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    cache_bytes = settings.timing_cache.read_bytes() if settings.timing_cache and settings.timing_cache.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _load_timing_cache(config, settings.timing_cache)
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, settings.shapes["min"], settings.shapes["opt"], settings.shapes["max"])
     config.add_optimization_profile(profile)
@@ -106,152 +123,243 @@ def build_plan(onnx_path: Path, plan_path: Path, settings: BuildSettings, input_
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build {plan_path.name}: {'; '.join(logger.errors)[:400] or 'see log'}")
     seconds = time.perf_counter() - start
-    tmp = plan_path.with_suffix(".plan.partial")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, plan_path)
+    data = bytes(serialized)
+    inspection = inspect_plan(trt, logger, data, settings.version_compatible)
+    write_atomic(plan_path, data)
     if settings.timing_cache:
-        settings.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return {"file": plan_path.name, "bytes": plan_path.stat().st_size, "build_seconds": round(seconds, 1),
+        cache = config.get_timing_cache()
+        if cache is None:
+            say("  warning: TensorRT returned no timing cache to save")
+        else:
+            write_atomic(settings.timing_cache, bytes(cache.serialize()))
+    return {"file": plan_path.name, "sha256": sha256_file(plan_path), "bytes": plan_path.stat().st_size,
+            "build_seconds": round(seconds, 1), "precision": precision,
             "profiles": [{"input": input_name, **{k: list(v) for k, v in settings.shapes.items()}}],
             "version_compatible": settings.version_compatible,
             "hardware_compatibility": "ampere_plus" if settings.hardware_compatible else None,
-            "optimization_level": settings.opt_level, **_inspect(trt, logger, serialized)}
+            "optimization_level": settings.opt_level, "tf32": settings.tf32,
+            "timing_cache": settings.timing_cache.name if settings.timing_cache else None, **inspection}
 
 
-def _inspect(trt, logger, serialized) -> dict:
-    """Layer count and whether attention fused: no standalone Softmax layer survives fusion."""
-    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
-    info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+def inspect_plan(trt, logger, data: bytes, version_compatible: bool) -> dict:
+    """Layer count and the fused attention kernels TensorRT chose (by layer or tactic name: with
+    TensorRT 10+ the transformer is compiled by Myelin and layer names are generated)."""
+    runtime = trt.Runtime(logger)
+    if version_compatible:
+        runtime.engine_host_code_allowed = True
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise EngineBuildError("TensorRT built a plan it cannot deserialize; see the TensorRT log")
+    inspector = engine.create_engine_inspector()
+    try:
+        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    except (ValueError, TypeError) as exc:
+        return {"layers": engine.num_layers, "attention_kernels": None, "inspection_error": str(exc)[:200]}
     layers = [layer if isinstance(layer, dict) else {"Name": layer} for layer in info.get("Layers", [])]
-    names = [str(layer.get("Name", "")) for layer in layers]
-    standalone_softmax = [n for n in names if n.endswith("attn.Softmax")]
-    return {"layers": len(names), "attention_fused": not standalone_softmax}
+    kernels = sorted({str(layer.get(key, "")) for layer in layers for key in ("Name", "TacticName", "Metadata")
+                      if ATTENTION_KERNEL.search(str(layer.get(key, "")))})
+    return {"layers": len(layers), "attention_kernels": kernels[:20]}
 
 
-def validate_plan(folder: Path, manifest: Manifest, precision: str, cases: list[np.ndarray]) -> dict:
+def gate_inputs(folder: Path, manifest: Manifest) -> tuple[list[np.ndarray] | None, str]:
+    """The held-out images stored with the artifacts (preprocessed), batched within the profile."""
+    record = manifest.gate_inputs
+    if not record:
+        return None, "no held-out images were stored with the artifacts"
+    path = manifest.path(record["path"])
+    from ijepa_deploy.runtime.integrity import verify_file
+
+    verify_file(path, record["sha256"], record["bytes"])
+    pixels = np.load(path, allow_pickle=False).astype(np.float32)
+    step = manifest.batch["max"]
+    return [pixels[i:i + step] for i in range(0, len(pixels), step)], f"{len(pixels)} held-out images"
+
+
+def validate_plan(folder: Path, manifest: Manifest, precision: str, plan: Path, entry: Engine,
+                  device: int = 0) -> dict:
     """Compare the plan with its source ONNX under ONNX Runtime, with the precision's gate."""
     from ijepa_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    gate = GATES[precision]
-    onnx_backend = OnnxRuntimeBackend(folder / manifest.artifact(precision)["file"])
-    trt_backend = TensorRTBackend(folder, manifest, precision)
-    checks = []
+    from .validation import EvalSet
+
+    gate = registry.get(precision).gate
+    onnx_path = manifest.verify(precision)
+    reference_backend = OnnxRuntimeBackend(onnx_path)
+    plan_backend = TensorRTBackend(plan, entry, device=device)
+    label = f"{plan.name} vs {onnx_path.name} under ONNX Runtime"
     try:
-        for pixels in cases:
-            ref, got = onnx_backend.run(pixels), trt_backend.run(pixels)
-            cos = float(cosine_rows(got["embedding"], ref["embedding"]).min())
-            checks.append({"batch": int(pixels.shape[0]), "height": int(pixels.shape[2]), "width": int(pixels.shape[3]),
-                           "inputs": "random-uniform[-1,1]", "min_cosine": cos,
-                           "max_abs": float(np.abs(got["last_hidden_state"] - ref["last_hidden_state"]).max()),
-                           "passed": cos >= gate.min_cosine})
+        batches, described = gate_inputs(folder, manifest)
+        if batches is None:
+            if precision != "fp32":
+                raise EngineBuildError(f"cannot gate the {precision} plan: {described} (re-export with --eval-images)")
+            shapes = [tuple(s[i] for i in (0, 2, 3)) for s in (entry.profiles[0]["min"], entry.profiles[0]["max"])]
+            record = _shape_gate(plan_backend, reference_backend, random_cases(shapes), gate, label)
+        else:
+            names = ["last_hidden_state", "embedding"]
+            ref = [reference_backend.run(b, names) for b in batches]
+            eval_set = EvalSet([f"image {i}" for i in range(sum(len(b) for b in batches))], batches,
+                               {n: np.concatenate([r[n] for r in ref]) for n in names})
+            got = [plan_backend.run(b, names) for b in batches]
+            record = require(gate_images({n: np.concatenate([g[n] for g in got]) for n in names}, eval_set, gate, label))
     finally:
-        trt_backend.close()
-    record = {"passed": all(c["passed"] for c in checks), "reference": f"ONNX Runtime on {manifest.artifact(precision)['file']}",
-              "gate": {"min_cosine": gate.min_cosine, "max_abs": None}, "checks": checks}
-    if not record["passed"]:
-        bad = next(c for c in checks if not c["passed"])
-        raise EngineBuildError(f"{precision} plan failed its gate vs ONNX Runtime: cosine {bad['min_cosine']:.6f} < "
-                               f"{gate.min_cosine} at batch {bad['batch']}")
+        plan_backend.close()
+    record["reference"] = f"ONNX Runtime on {onnx_path.name}"
     return record
 
 
-def build_engines(folder: Path, manifest: Manifest, precisions: list[str], settings: BuildSettings) -> dict:
-    """Build, record and validate plans for `precisions`; returns the new manifest.engines entries."""
-    env = local_environment()
+def _shape_gate(plan_backend, reference_backend, cases, gate, label) -> dict:
+    checks = []
+    for case in cases:
+        ref, got = reference_backend.run(case.pixel_values), plan_backend.run(case.pixel_values)
+        cos = float(np.min((ref["embedding"] * got["embedding"]).sum(1) / np.linalg.norm(ref["embedding"], axis=1)
+                           / np.linalg.norm(got["embedding"], axis=1)))
+        max_abs = float(np.abs(ref["last_hidden_state"] - got["last_hidden_state"]).max())
+        b, h, w = case.shape
+        checks.append({"batch": b, "height": h, "width": w, "inputs": case.inputs, "min_cosine": cos, "max_abs": max_abs,
+                       "passed": not gate.failures({"pooled_cosine": cos, "max_abs": max_abs})})
+    failed = [c for c in checks if not c["passed"]]
+    if failed:
+        raise EngineBuildError(f"{label} failed the fp32 gate at batch {failed[0]['batch']}: cosine "
+                               f"{failed[0]['min_cosine']:.6f}, max abs {failed[0]['max_abs']:.3g}")
+    return {"passed": True, "gate": gate.to_dict(), "checks": checks}
+
+
+def _record(manifest: Manifest, engine: Engine) -> None:
+    """Add a plan's record, replacing one for the same precision, GPU and TensorRT version."""
+    manifest.engines = [e for e in manifest.engines
+                        if (e.precision, e.gpu_name, e.tensorrt_version) != (engine.precision, engine.gpu_name,
+                                                                             engine.tensorrt_version)]
+    manifest.engines.append(engine)
+
+
+def check_buildable(manifest: Manifest, precision: str, compute_capability: str) -> None:
+    art = manifest.artifact(precision)
+    if not art.tensorrt:
+        raise EngineBuildError(f"{precision} is not for TensorRT ({art.description or 'CPU only'}); build "
+                               f"{' or '.join(registry.tensorrt_buildable())} instead")
+    if art.min_compute_capability:
+        need = tuple(int(x) for x in art.min_compute_capability.split("."))
+        have = tuple(int(x) for x in compute_capability.split("."))
+        if have < need:
+            raise EngineBuildError(f"{precision} needs compute capability >= {art.min_compute_capability} (Ada, Hopper, "
+                                   f"Blackwell); this GPU has {compute_capability}: build fp16 or int8 instead")
+
+
+def build_engines(folder: Path, manifest: Manifest, precisions: list[str], settings: BuildSettings) -> list[Engine]:
+    """Build, gate and record plans for `precisions` on this GPU; returns the new records."""
+    env = local_environment(settings.device)
     slug = gpu_slug(env["gpu_name"])
-    rng = np.random.default_rng(0)
-    lo, hi = settings.shapes["min"], settings.shapes["max"]
-    opt = settings.shapes["opt"]
-    cases = [rng.uniform(-1, 1, shape).astype(np.float32) for shape in {tuple(lo), tuple(opt), (hi[0], *opt[1:])}]
-    entries = {}
     for precision in precisions:
-        manifest.artifact(precision)
+        check_buildable(manifest, precision, env["compute_capability"])
+    settings.timing_cache = settings.timing_cache or folder / timing_cache_name(slug, env["tensorrt_version"])
+    built = []
+    for precision in precisions:
+        onnx_path = manifest.verify(precision)
+        plan = folder / plan_name(precision, slug, env["tensorrt_version"])
         with stage(f"TensorRT {env['tensorrt_version']}: build {precision} plan on {env['gpu_name']}"):
-            entry = build_plan(folder / manifest.artifact(precision)["file"], folder / plan_name(precision, slug), settings)
-        entry.update({"precision": precision, **env})
-        manifest.engines[precision] = entry
-        with stage(f"validate {precision} plan vs ONNX Runtime"):
-            entry["validation"] = validate_plan(folder, manifest, precision, cases)
-        entries[precision] = entry
-    return entries
+            fields = build_plan(onnx_path, plan, settings, manifest.input_name, precision)
+        engine = Engine(**{**fields, **env})
+        try:
+            with stage(f"gate the {precision} plan vs ONNX Runtime"):
+                engine.validation = validate_plan(folder, manifest, precision, plan, engine, settings.device)
+        except BaseException:
+            plan.unlink(missing_ok=True)
+            raise
+        _record(manifest, engine)
+        built.append(engine)
+    return built
 
 
 def engine_step(precisions: tuple[str, ...]):
-    """Export step for `--engine`: build plans now, or record why they were skipped."""
-    wanted = [p for p in precisions if p in ("fp16", "int8")] or ["fp32"]
+    """Export step for `--engine`: build plans now, or say why they were skipped."""
+    wanted = [p for p in precisions if p in registry.tensorrt_buildable() and p != "fp32"] or ["fp32"]
 
     def step(folder: Path, manifest: Manifest) -> None:
         reason = tensorrt_unavailable_reason()
         if reason is not None:
-            for p in wanted:
-                manifest.engines[p] = {"skipped": reason}
-            say(f"  TensorRT engines skipped: {reason}")
+            say(f"  TensorRT engines skipped: {reason}; build them on the GPU with "
+                f"`ijepa-export build-engine --artifacts <folder>` or build_engines.sh")
             return
-        settings = BuildSettings(shapes=profile_shapes(manifest), timing_cache=folder / "timing.cache")
+        settings = BuildSettings(shapes=profile_shapes(manifest))
         build_engines(folder, manifest, wanted, settings)
 
     return step
 
 
-def _hw(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w or h)
-
-
-@click.command("build-engine", epilog="""
-\b
-Examples:
-  ijepa-export build-engine --artifacts engines/vith14_1k --precision fp16,int8
-  ijepa-export build-engine --artifacts engines/vith14_1k --max-batch 32 --opt-batch 8 --workspace 8
-""")
-@click.option("--artifacts", required=True, type=click.Path(file_okay=False), help="Artifact folder from ijepa-export.")
-@click.option("--precision", help="Comma list (default: every exported precision except fp32).")
-@click.option("--min-batch", type=int, help="Profile minimum batch (default: manifest).")
-@click.option("--opt-batch", type=int, help="Profile optimal batch (default: manifest).")
-@click.option("--max-batch", type=int, help="Profile maximum batch (default: manifest).")
-@click.option("--min-resolution", help="Profile minimum HxW for dynamic artifacts, e.g. 112x112.")
-@click.option("--max-resolution", help="Profile maximum HxW for dynamic artifacts, e.g. 448x448.")
-@click.option("--workspace", default=4.0, show_default=True, help="Builder workspace in GB.")
-@click.option("--opt-level", type=click.IntRange(0, 5), default=3, show_default=True, help="Builder optimization level.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file (default: ARTIFACTS/timing.cache).")
-@click.option("--version-compatible", is_flag=True, help="Plan runs on later TensorRT releases of the same major.")
-@click.option("--hardware-compatible", is_flag=True, help="Plan runs on any Ampere or newer GPU (slower).")
-@click.option("--debug", is_flag=True)
-def build_engine_command(artifacts, precision, min_batch, opt_batch, max_batch, min_resolution, max_resolution,
-                         workspace, opt_level, timing_cache, version_compatible, hardware_compatible, debug):
-    """Build TensorRT plans for an artifact folder on this machine's GPU."""
-    from .cli import run_cli
-
-    def body():
-        folder = Path(artifacts)
-        manifest = Manifest.load(folder)
-        message = missing_tensorrt_message(folder)
-        if message:
-            raise BackendError(message)
-        wanted = [p.strip() for p in precision.split(",")] if precision else [
-            p for p in manifest.artifacts if p in ("fp16", "int8")] or ["fp32"]
-        if "int8-cpu" in wanted:
-            raise BackendError("int8-cpu is ONNX Runtime's CPU form (UINT8 activations), which TensorRT rejects; "
-                               "build the int8 artifact instead")
-        shapes = profile_shapes(manifest)
-        for key, value in (("min", min_batch), ("opt", opt_batch), ("max", max_batch)):
-            if value:
-                shapes[key] = (value, *shapes[key][1:])
-        for key, value in (("min", _hw(min_resolution)), ("max", _hw(max_resolution))):
-            if value:
-                if not manifest.dynamic_resolution:
-                    raise BackendError(f"{folder} was exported at a fixed resolution; --{key}-resolution needs a "
+def build_engine_cli(folder: Path, precisions: list[str] | None, *, batch=(None, None, None), resolution=(None, None),
+                     workspace_gb=4.0, opt_level=3, device=0, tf32=False, version_compatible=False,
+                     hardware_compatible=False) -> list[Path]:
+    """`ijepa-export build-engine`: build on this GPU and record in the manifest; returns plan paths."""
+    manifest = Manifest.load(folder)
+    message = missing_tensorrt_message(folder)
+    if message:
+        raise EngineBuildError(message)
+    wanted = precisions or [p for p, a in manifest.artifacts.items() if a.tensorrt and p != "fp32"] or ["fp32"]
+    shapes = profile_shapes(manifest)
+    for key, value in zip(("min", "opt", "max"), batch):
+        if value:
+            shapes[key] = (value, *shapes[key][1:])
+    for key, value in zip(("min", "max"), resolution):
+        if value:
+            if not manifest.dynamic_resolution:
+                raise EngineBuildError(f"{folder} was exported at a fixed resolution; --{key}-resolution needs a "
                                        "dynamic export")
-                shapes[key] = (*shapes[key][:2], *value)
-        settings = BuildSettings(shapes=shapes, workspace_gb=workspace, opt_level=opt_level,
-                                 timing_cache=Path(timing_cache) if timing_cache else folder / "timing.cache",
-                                 version_compatible=version_compatible, hardware_compatible=hardware_compatible)
-        build_engines(folder, manifest, wanted, settings)
-        manifest.save(folder)
-        (folder / "report.md").write_text(report.render(manifest))
-        for p in wanted:
-            click.echo(str(folder / manifest.engines[p]["file"]))
+            shapes[key] = (*shapes[key][:2], *value)
+    if not shapes["min"][0] <= shapes["opt"][0] <= shapes["max"][0]:
+        raise EngineBuildError(f"profile batch sizes must satisfy min <= opt <= max, got "
+                               f"{shapes['min'][0]}, {shapes['opt'][0]}, {shapes['max'][0]}")
+    settings = BuildSettings(shapes=shapes, workspace_gb=workspace_gb, opt_level=opt_level, tf32=tf32, device=device,
+                             version_compatible=version_compatible, hardware_compatible=hardware_compatible)
+    built = build_engines(folder, manifest, wanted, settings)
+    manifest.save(folder)
+    write_atomic(folder / "report.md", report.render(manifest))
+    return [folder / e.file for e in built]
 
-    run_cli(body, debug)
+
+PLAN_NAME = re.compile(r"^model_(?P<precision>[a-z0-9]+)\.")
+
+
+def register_engine(folder: Path, plan: Path, *, precision: str | None = None, device: int = 0,
+                    version_compatible: bool = False) -> Path:
+    """Record a plan built elsewhere (trtexec): read its GPU, TensorRT version and profile on this
+    GPU, gate it against its source ONNX under ONNX Runtime, and add it to the manifest."""
+    manifest = Manifest.load(folder)
+    if plan.resolve().parent != folder.resolve():
+        raise EngineBuildError(f"{plan} must be inside the artifact folder {folder} (build it there, or move it there)")
+    plan = confined(folder, plan.name, "plan")
+    if not plan.is_file():
+        raise EngineBuildError(f"plan not found: {plan}")
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        raise EngineBuildError(f"cannot register {plan.name} here: {reason}; run register-engine on the GPU that built it")
+    if precision is None:
+        m = PLAN_NAME.match(plan.name)
+        if not m or m["precision"] not in manifest.artifacts:
+            raise EngineBuildError(f"cannot tell the precision of {plan.name}; pass --precision")
+        precision = m["precision"]
+    env = local_environment(device)
+    check_buildable(manifest, precision, env["compute_capability"])
+    import tensorrt as trt
+
+    logger = _make_logger(trt)
+    data = plan.read_bytes()
+    runtime = trt.Runtime(logger)
+    if version_compatible:
+        runtime.engine_host_code_allowed = True
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise EngineBuildError(f"TensorRT {trt.__version__} on {env['gpu_name']} cannot deserialize {plan.name}: it was "
+                               "built with another TensorRT version or GPU (or pass --version-compatible)")
+    name = manifest.input_name
+    lo, opt, hi = (list(s) for s in engine.get_tensor_profile_shape(name, 0))
+    inspection = inspect_plan(trt, logger, data, version_compatible)
+    del engine
+    record = Engine(precision=precision, file=plan.name, sha256=sha256_file(plan), bytes=plan.stat().st_size,
+                    profiles=[{"input": name, "min": lo, "opt": opt, "max": hi}], version_compatible=version_compatible,
+                    hardware_compatibility=None, **env, **inspection)
+    with stage(f"gate {plan.name} vs ONNX Runtime"):
+        record.validation = validate_plan(folder, manifest, precision, plan, record, device)
+    _record(manifest, record)
+    manifest.save(folder)
+    write_atomic(folder / "report.md", report.render(manifest))
+    return plan

@@ -1,44 +1,62 @@
 """A Triton Inference Server model repository for an artifact folder.
 
     <out>/<name>_encoder/      the plan (platform tensorrt_plan) or the ONNX (backend onnxruntime)
-    <out>/<name>_preprocess/   Python backend: encoded image bytes -> pixel_values, using the runtime's
-                               own preprocessing and the artifact's manifest
+    <out>/<name>_preprocess/   Python backend: encoded image bytes -> pixel_values, with this runtime's
+                               own preprocessing vendored into the model folder (needs numpy + pillow
+                               in Triton's Python, nothing else); one bad image fails only its request
     <out>/<name>/              ensemble: IMAGE (bytes) -> preprocess -> encoder -> EMBEDDING
-max_batch_size never exceeds the engine profile's (or the manifest's) max batch.
+max_batch_size never exceeds the engine profile's (or the manifest's) max batch. Every file is
+verified against the manifest before it is copied; the three models are built in a temporary
+folder inside `out` and each replaces its previous version by rename, so no stale file survives
+and a failed run changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
-import click
+import ijepa_deploy.runtime as runtime_package
+from ijepa_deploy.runtime.backends.tensorrt_backend import gpu_slug
+from ijepa_deploy.runtime.errors import OutputError
+from ijepa_deploy.runtime.integrity import is_plain_name
+from ijepa_deploy.runtime.manifest import Engine, Manifest
 
-from ijepa_deploy.runtime.backends.base import BackendError
-from ijepa_deploy.runtime.manifest import Manifest
+from .errors import ExportError
 
-PREPROCESS_MODEL = '''"""Triton Python backend: encoded image bytes -> I-JEPA pixel_values (ijepa-deploy runtime)."""
+PREPROCESS_MODEL = '''"""Triton Python backend: encoded image bytes -> I-JEPA pixel_values (ijepa-deploy runtime, vendored)."""
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # the vendored ijepa_deploy.runtime beside this file
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ijepa_deploy.runtime.errors import UserError
+from ijepa_deploy.runtime.manifest import Preprocessing
 from ijepa_deploy.runtime.preprocessing import Preprocessor
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        manifest = json.loads((Path(__file__).parent / "manifest.json").read_text())
-        self.preprocessor = Preprocessor(manifest["preprocessing"])
+        spec = json.loads((Path(__file__).parent / "preprocessing.json").read_text())
+        self.preprocessor = Preprocessor(Preprocessing(**{**spec, "mean": tuple(spec["mean"]), "std": tuple(spec["std"])}))
 
     def execute(self, requests):
         responses = []
-        for request in requests:
-            images = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
-            pixels = self.preprocessor([bytes(x) for x in images])
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("pixel_values", pixels)]))
+        for request in requests:  # one bad image fails its own request, never the batch
+            try:
+                images = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
+                pixels = self.preprocessor([bytes(x) for x in images])
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("pixel_values", pixels)]))
+            except UserError as exc:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
         return responses
 '''
 
@@ -51,19 +69,34 @@ def _tensor(name: str, dtype: str, dims: str) -> str:
     return f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: {dims}\n  }}'
 
 
-def max_batch_size(manifest: Manifest, precision: str, use_plan: bool) -> int:
-    if use_plan:
-        return int(manifest.engines[precision]["profiles"][0]["max"][0])
-    return int(manifest.batch["max"])
+def choose_engine(manifest: Manifest, precision: str, gpu: str | None) -> Engine | None:
+    engines = manifest.engines_for(precision)
+    if gpu:
+        engines = [e for e in engines if gpu_slug(gpu) in (gpu_slug(e.gpu_name), e.file.split(".")[1])]
+        if not engines:
+            have = ", ".join(sorted({e.gpu_name for e in manifest.engines_for(precision)})) or "none"
+            raise ExportError(f"no {precision} plan built for GPU {gpu!r} (plans for: {have})")
+    return engines[-1] if engines else None
 
 
-def encoder_config(manifest: Manifest, model_name: str, precision: str, use_plan: bool, instance_kind: str) -> str:
-    batch = max_batch_size(manifest, precision, use_plan)
-    runtime = 'platform: "tensorrt_plan"' if use_plan else 'backend: "onnxruntime"'
+def max_batch_size(manifest: Manifest, engine: Engine | None) -> int:
+    return int(engine.profiles[0]["max"][0]) if engine else int(manifest.batch["max"])
+
+
+def encoder_config(manifest: Manifest, model_name: str, engine: Engine | None, instance_kind: str) -> str:
+    batch = max_batch_size(manifest, engine)
+    notes = ""
+    if engine:
+        notes = (f"# TensorRT plan built with TensorRT {engine.tensorrt_version} on {engine.gpu_name} "
+                 f"(sm_{engine.compute_capability.replace('.', '')}): serve it from a Triton container whose "
+                 f"TensorRT is {engine.tensorrt_version}" + (" or later" if engine.version_compatible else "") + ".\n")
+        if engine.version_compatible:
+            notes += "# Version-compatible plan: start tritonserver with --backend-config=tensorrt,version-compatible=true\n"
+    runtime = 'platform: "tensorrt_plan"' if engine else 'backend: "onnxruntime"'
     inputs = ",\n".join(_tensor(i["name"], "TYPE_FP32", _dims(i["shape"])) for i in manifest.io["inputs"])
     outputs = ",\n".join(_tensor(o["name"], "TYPE_FP32", _dims(o["shape"])) for o in manifest.io["outputs"])
     preferred = sorted({min(batch, int(manifest.batch["opt"])), batch})
-    return (f'name: "{model_name}"\n{runtime}\nmax_batch_size: {batch}\n'
+    return (f'{notes}name: "{model_name}"\n{runtime}\nmax_batch_size: {batch}\n'
             f"input [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
             f"dynamic_batching {{\n  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"
             f"  max_queue_delay_microseconds: 2000\n}}\n"
@@ -71,15 +104,18 @@ def encoder_config(manifest: Manifest, model_name: str, precision: str, use_plan
 
 
 def preprocess_config(manifest: Manifest, model_name: str, batch: int) -> str:
-    pixels = f"[ 3, {manifest.preprocessing['height']}, {manifest.preprocessing['width']} ]"
-    return (f'name: "{model_name}"\nbackend: "python"\nmax_batch_size: {batch}\n'
+    pre = manifest.preprocessing
+    pixels = f"[ 3, {pre.height}, {pre.width} ]"
+    return ("# Python backend; needs numpy and pillow in Triton's Python (pip install pillow). ijepa_deploy's\n"
+            "# runtime is vendored in 1/, so nothing else is installed.\n"
+            f'name: "{model_name}"\nbackend: "python"\nmax_batch_size: {batch}\n'
             f"input [\n{_tensor('IMAGE', 'TYPE_STRING', '[ 1 ]')}\n]\n"
             f"output [\n{_tensor('pixel_values', 'TYPE_FP32', pixels)}\n]\n"
             f"instance_group [\n  {{\n    count: 2\n    kind: KIND_CPU\n  }}\n]\n")
 
 
 def ensemble_config(manifest: Manifest, name: str, preprocess: str, encoder: str, batch: int) -> str:
-    embedding = f"[ {manifest.architecture['hidden_size']} ]"
+    embedding = f"[ {manifest.hidden_size} ]"
     return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {batch}\n'
             f"input [\n{_tensor('IMAGE', 'TYPE_STRING', '[ 1 ]')}\n]\n"
             f"output [\n{_tensor('EMBEDDING', 'TYPE_FP32', embedding)}\n]\n"
@@ -92,58 +128,75 @@ def ensemble_config(manifest: Manifest, name: str, preprocess: str, encoder: str
             '      output_map { key: "embedding" value: "EMBEDDING" }\n    }\n  ]\n}\n')
 
 
-def write_triton_repo(folder: Path, out: Path, precision: str = "fp32", prefer_plan: bool = True,
-                      instance_kind: str = "KIND_GPU", name: str | None = None) -> Path:
-    """Write the repository; returns `out`. Uses the plan when one was built for `precision`."""
-    manifest = Manifest.load(folder)
-    art = manifest.artifact(precision)
-    use_plan = prefer_plan and "file" in manifest.engines.get(precision, {})
-    name = name or f"ijepa_{manifest.name}".replace("-", "_")
+def _vendor_runtime(target: Path) -> None:
+    """Copy this runtime's source (not its compiled caches) into a Triton model version folder."""
+    source = Path(runtime_package.__file__).parent
+    shutil.copytree(source, target / "ijepa_deploy" / "runtime",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def _build(folder: Path, manifest: Manifest, staging: Path, precision: str, engine: Engine | None,
+           instance_kind: str, name: str) -> dict[str, Path]:
     encoder, preprocess = f"{name}_encoder", f"{name}_preprocess"
-    batch = max_batch_size(manifest, precision, use_plan)
-    version = out / encoder / "1"
-    version.mkdir(parents=True, exist_ok=True)
-    if use_plan:
-        shutil.copy(folder / manifest.engines[precision]["file"], version / "model.plan")
+    batch = max_batch_size(manifest, engine)
+    version = staging / encoder / "1"
+    version.mkdir(parents=True)
+    if engine:
+        shutil.copyfile(manifest.verify_engine(engine), version / "model.plan")
     else:
+        art = manifest.artifact(precision)
+        source = manifest.verify(precision)
         # Triton's onnxruntime backend loads model.onnx; the external data keeps its recorded name.
-        shutil.copy(folder / art["file"], version / "model.onnx")
-        if art.get("data_file"):
-            shutil.copy(folder / art["data_file"], version / art["data_file"])
-    (out / encoder / "config.pbtxt").write_text(encoder_config(manifest, encoder, precision, use_plan, instance_kind))
-    (out / preprocess / "1").mkdir(parents=True, exist_ok=True)
-    (out / preprocess / "1" / "model.py").write_text(PREPROCESS_MODEL)
-    (out / preprocess / "1" / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2))
-    (out / preprocess / "config.pbtxt").write_text(preprocess_config(manifest, preprocess, batch))
-    (out / name / "1").mkdir(parents=True, exist_ok=True)
-    (out / name / "config.pbtxt").write_text(ensemble_config(manifest, name, preprocess, encoder, batch))
+        shutil.copyfile(source, version / "model.onnx")
+        if art.data_file:
+            shutil.copyfile(manifest.path(art.data_file), version / art.data_file)
+    (staging / encoder / "config.pbtxt").write_text(encoder_config(manifest, encoder, engine, instance_kind))
+    (staging / preprocess / "1").mkdir(parents=True)
+    (staging / preprocess / "1" / "model.py").write_text(PREPROCESS_MODEL)
+    (staging / preprocess / "1" / "preprocessing.json").write_text(json.dumps(asdict(manifest.preprocessing), indent=2))
+    _vendor_runtime(staging / preprocess / "1")
+    (staging / preprocess / "config.pbtxt").write_text(preprocess_config(manifest, preprocess, batch))
+    (staging / name / "1").mkdir(parents=True)
+    (staging / name / "config.pbtxt").write_text(ensemble_config(manifest, name, preprocess, encoder, batch))
+    return {m: staging / m for m in (encoder, preprocess, name)}
+
+
+def write_triton_repo(folder: Path, out: Path, precision: str = "fp32", prefer_plan: bool = True,
+                      instance_kind: str | None = None, name: str | None = None, gpu: str | None = None) -> Path:
+    """Write (or replace) this artifact's three models in the repository `out`; returns `out`."""
+    manifest = Manifest.load(folder)
+    manifest.artifact(precision)
+    engine = choose_engine(manifest, precision, gpu) if prefer_plan else None
+    kind = instance_kind or ("KIND_GPU" if engine else "KIND_CPU")
+    if engine and kind == "KIND_CPU":
+        raise ExportError("a TensorRT plan runs on a GPU only: use --instance-kind KIND_GPU, or --onnx to serve the "
+                          "ONNX file on CPUs")
+    name = name or f"ijepa_{manifest.name}".replace("-", "_").replace(".", "_")
+    if not is_plain_name(name) or name.startswith("."):
+        raise ExportError(f"--name {name!r} must be a plain model name")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".ijepa-triton.", suffix=".partial", dir=out))
+    except OSError as exc:
+        raise OutputError(f"cannot write the Triton repository to {out}: {exc.strerror or exc}") from None
+    try:
+        built = _build(folder, manifest, staging, precision, engine, kind, name)
+        for model, path in built.items():
+            target = out / model
+            if target.is_symlink() or (target.exists() and not target.is_dir()):
+                raise ExportError(f"{target} exists and is not a model folder; remove it first")
+            if target.exists():
+                trash = staging / f".{model}.previous"
+                os.rename(target, trash)
+            os.rename(path, target)
+    except OSError as exc:
+        raise OutputError(f"cannot write the Triton repository to {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if engine and engine.version_compatible:
+        from .progress import say
+
+        say("note: the plan is version compatible: start tritonserver with "
+            "--backend-config=tensorrt,version-compatible=true")
     return out
-
-
-@click.command("triton-repo", epilog="""
-\b
-Examples:
-  ijepa-export triton-repo --artifacts engines/vith14_1k --out model_repository --precision fp16
-  tritonserver --model-repository model_repository
-""")
-@click.option("--artifacts", required=True, type=click.Path(file_okay=False), help="Artifact folder from ijepa-export.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model repository folder to write.")
-@click.option("--precision", default="fp32", show_default=True, help="Which artifact to serve.")
-@click.option("--onnx", "force_onnx", is_flag=True, help="Serve the ONNX file even when a plan exists.")
-@click.option("--instance-kind", type=click.Choice(["KIND_GPU", "KIND_CPU", "KIND_AUTO"]), default="KIND_GPU",
-              show_default=True)
-@click.option("--name", help="Model name in the repository (default: ijepa_<artifact name>).")
-@click.option("--debug", is_flag=True)
-def triton_repo_command(artifacts, out, precision, force_onnx, instance_kind, name, debug):
-    """Write a Triton model repository (encoder + preprocessing + ensemble) for an artifact folder."""
-    from .cli import run_cli
-
-    def body():
-        folder = Path(artifacts)
-        try:
-            write_triton_repo(folder, Path(out), precision, not force_onnx, instance_kind, name)
-        except OSError as exc:
-            raise BackendError(f"cannot write the Triton repository to {out}: {exc.strerror or exc}") from None
-        click.echo(str(out))
-
-    run_cli(body, debug)

@@ -1,9 +1,11 @@
 """build_engines.sh: the exact trtexec commands for an artifact folder, for targets that ship
 trtexec (JetPack) but not our Python package.
 
-Precision lives in the ONNX files (typed fp16, Q/DQ int8), so no --fp16/--int8 flag is ever
-emitted. TensorRT 11 networks are always strongly typed; 10.12+ needs --stronglyTyped; the
-script picks the form from the trtexec it finds.
+Precision lives in the ONNX files (typed fp16, Q/DQ int8 and fp8), so no --fp16/--int8 flag is
+ever emitted. TensorRT 11 networks are always strongly typed; 10.12+ needs --stronglyTyped; the
+script picks the form from the trtexec it finds. Plans and timing caches are named per GPU and
+TensorRT version; fp8 is refused below compute capability 8.9. Each built plan is recorded in the
+manifest with `ijepa-export register-engine` (which gates it) where that command exists.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shlex
 import stat
 from pathlib import Path
 
+from ijepa_deploy.runtime.atomic import write_atomic
 from ijepa_deploy.runtime.manifest import Manifest
 
 SCRIPT_NAME = "build_engines.sh"
@@ -26,64 +29,104 @@ def profile_shapes(manifest: Manifest) -> dict[str, tuple[int, int, int, int]]:
             "max": (batch["max"], c, *res["max"])}
 
 
-def plan_name(precision: str, gpu_slug: str) -> str:
-    return f"model_{precision}.{gpu_slug}.plan"
+def _trt_tag(version: str) -> str:
+    return "trt" + ".".join(version.split(".")[:3])
+
+
+def plan_name(precision: str, gpu_slug: str, tensorrt_version: str) -> str:
+    """model_<precision>.<gpu>.trt<version>.plan: one plan per precision, GPU and TensorRT version."""
+    return f"model_{precision.replace('-', '_')}.{gpu_slug}.{_trt_tag(tensorrt_version)}.plan"
+
+
+def timing_cache_name(gpu_slug: str, tensorrt_version: str) -> str:
+    return f"timing.{gpu_slug}.{_trt_tag(tensorrt_version)}.cache"
 
 
 def trtexec_command(manifest: Manifest, precision: str, trt_major: int, trt_minor: int = 0,
-                    gpu_slug: str = "${GPU_SLUG}", workspace_mib: int = 4096) -> list[str]:
+                    gpu_slug: str = "${GPU_SLUG}", trt_version: str = "${TRT_VERSION}",
+                    workspace_mib: int = 4096) -> list[str]:
     """The trtexec argument list that builds `precision`'s plan with TensorRT `trt_major.trt_minor`."""
     if (trt_major, trt_minor) < (10, 12):
         raise ValueError("trtexec before TensorRT 10.12 cannot build strongly typed networks; use TensorRT >= 10.12")
     art = manifest.artifact(precision)
-    name = manifest.io["inputs"][0]["name"]
+    if not art.tensorrt:
+        raise ValueError(f"{precision} is not for TensorRT")
+    name = manifest.input_name
     shapes = {k: "x".join(str(d) for d in v) for k, v in profile_shapes(manifest).items()}
-    cmd = ["trtexec", f"--onnx={art['file']}", f"--saveEngine={plan_name(precision, gpu_slug)}",
+    tag = "trt" + trt_version if trt_version.startswith("$") else _trt_tag(trt_version)
+    cache = f"timing.{gpu_slug}.{tag}.cache"
+    plan = f"model_{precision.replace('-', '_')}.{gpu_slug}.{tag}.plan"
+    cmd = ["trtexec", f"--onnx={art.file}", f"--saveEngine={plan}",
            f"--minShapes={name}:{shapes['min']}", f"--optShapes={name}:{shapes['opt']}",
            f"--maxShapes={name}:{shapes['max']}", f"--memPoolSize=workspace:{workspace_mib}M",
-           "--timingCacheFile=timing.cache", "--profilingVerbosity=detailed", "--skipInference"]
+           f"--timingCacheFile={cache}", "--profilingVerbosity=detailed", "--skipInference"]
+    if precision == "fp32":
+        cmd.append("--noTF32")
     if trt_major == 10:
         cmd.insert(2, "--stronglyTyped")
     return cmd
 
 
+def _quote(args: list[str]) -> str:
+    return " ".join(shlex.quote(a) if "$" not in a else f'"{a}"' for a in args)
+
+
 def render_script(manifest: Manifest) -> str:
-    precisions = [p for p in ("fp16", "int8", "fp32") if p in manifest.artifacts]
+    precisions = [p for p, a in manifest.artifacts.items() if a.tensorrt]
+    default = [p for p in precisions if p != "fp32"] or precisions
     lines = [
         "#!/usr/bin/env bash",
         f"# Build TensorRT plans for {manifest.name} on THIS machine's GPU (a plan is tied to the TensorRT",
         "# version and the GPU's compute capability). Precision is in the ONNX files: no precision flags.",
-        "# Usage: ./build_engines.sh [fp16|int8|fp32 ...]   (default: " + " ".join(precisions) + ")",
+        "# Usage: ./build_engines.sh [" + "|".join(precisions) + " ...]   (default: " + " ".join(default) + ")",
+        "# VERSION_COMPATIBLE=1 builds plans that later TensorRT versions can run (slower to load).",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         "command -v trtexec >/dev/null || { echo 'trtexec not found (JetPack: /usr/src/tensorrt/bin/trtexec)' >&2; exit 1; }",
-        "ver=$(trtexec --help 2>&1 | grep -o 'TensorRT v[0-9]*' | head -n1 | tr -dc '0-9')",
-        '[ -n "$ver" ] || { echo "cannot read the TensorRT version from trtexec" >&2; exit 1; }',
-        "major=$((ver / 10000)); minor=$(((ver / 100) % 100))",
+        "TRT_VERSION=$(trtexec --help 2>&1 | grep -o 'TensorRT v[0-9]*' | head -n1 | tr -dc '0-9')",
+        '[ -n "$TRT_VERSION" ] || { echo "cannot read the TensorRT version from trtexec" >&2; exit 1; }',
+        "major=$((TRT_VERSION / 10000)); minor=$(((TRT_VERSION / 100) % 100)); patch=$((TRT_VERSION % 100))",
+        "TRT_VERSION=$major.$minor.$patch",
         'if [ "$major" -lt 10 ] || { [ "$major" -eq 10 ] && [ "$minor" -lt 12 ]; }; then',
-        '  echo "TensorRT $major.$minor found; strongly typed builds need >= 10.12" >&2; exit 1',
+        '  echo "TensorRT $TRT_VERSION found; strongly typed builds need >= 10.12" >&2; exit 1',
         "fi",
         "GPU_SLUG=$({ nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || true; } | head -n1 | "
         "tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-//;s/-$//')",
         'GPU_SLUG=${GPU_SLUG:-jetson}',
-        f'[ "$#" -gt 0 ] || set -- {" ".join(precisions)}',
+        "CC=$({ nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null || true; } | head -n1 | tr -d ' ')",
+        'extra=(); register=()',
+        'if [ "${VERSION_COMPATIBLE:-0}" = 1 ]; then extra+=(--versionCompatible); register+=(--version-compatible); fi',
+        f'[ "$#" -gt 0 ] || set -- {" ".join(default)}',
         'for p in "$@"; do',
         '  case "$p" in',
     ]
     for p in precisions:
-        v10 = " ".join(shlex.quote(a) if "$" not in a else f'"{a}"' for a in trtexec_command(manifest, p, 10, 12))
-        v11 = " ".join(shlex.quote(a) if "$" not in a else f'"{a}"' for a in trtexec_command(manifest, p, 11))
-        lines += [f"    {p})",
-                  f'      if [ "$major" -ge 11 ]; then {v11}',
-                  f"      else {v10}; fi ;;"]
+        art = manifest.artifact(p)
+        guard = []
+        if art.min_compute_capability:
+            need = art.min_compute_capability
+            guard = [f'      if [ -n "$CC" ] && ! awk -v a="$CC" -v b="{need}" \'BEGIN{{exit !(a+0 >= b+0)}}\'; then',
+                     f'        echo "{p} needs compute capability >= {need}; this GPU has $CC" >&2; exit 1; fi']
+        v10 = _quote(trtexec_command(manifest, p, 10, 12))
+        v11 = _quote(trtexec_command(manifest, p, 11))
+        plan = f"model_{p.replace('-', '_')}.${{GPU_SLUG}}.trt${{TRT_VERSION}}.plan"
+        lines += [f"    {p})", *guard,
+                  f'      if [ "$major" -ge 11 ]; then {v11} "${{extra[@]}}"',
+                  f'      else {v10} "${{extra[@]}}"; fi',
+                  f'      plan="{plan}" ;;']
     lines += ['    *) echo "unknown precision $p (have: ' + " ".join(precisions) + ')" >&2; exit 1 ;;',
-              "  esac", "done", ""]
+              "  esac",
+              '  if command -v ijepa-export >/dev/null; then',
+              '    ijepa-export register-engine --artifacts . "$plan" --precision "$p" "${register[@]}"',
+              "  else",
+              '    echo "built $plan; record it with: ijepa-export register-engine --artifacts $(pwd) $plan" >&2',
+              "  fi",
+              "done", ""]
     return "\n".join(lines)
 
 
 def write_build_script(folder: Path, manifest: Manifest) -> Path:
     """Export step: write build_engines.sh into the artifact folder."""
-    path = Path(folder) / SCRIPT_NAME
-    path.write_text(render_script(manifest))
+    path = write_atomic(Path(folder) / SCRIPT_NAME, render_script(manifest))
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path

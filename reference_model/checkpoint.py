@@ -9,14 +9,17 @@ half-loads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
+
+from ijepa_deploy.runtime.errors import ManifestError, UserError
+from ijepa_deploy.runtime.integrity import sha256_files
+from ijepa_deploy.runtime.manifest import Preprocessing
 
 from .model import IJepaEncoder
 from .variants import Architecture, get_variant
@@ -26,22 +29,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _WEIGHT_SUFFIXES = (".safetensors", ".pth.tar", ".pth", ".pt", ".tar", ".bin")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint could not be found, read or matched to an architecture."""
-
-
-@dataclass
-class Preprocessing:
-    """How pixels must be prepared for this checkpoint (the Hub processors' values by default)."""
-
-    height: int
-    width: int
-    resample: str = "bilinear"
-    rescale_factor: float = 1.0 / 255.0
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    channel_order: str = "RGB"
-    layout: str = "NCHW"
 
 
 @dataclass
@@ -139,7 +128,7 @@ def _load_hf_dir(folder: Path, *, source: dict) -> LoadedCheckpoint:
     renamed, file_names = hf_to_reference(state)
     model = _build_checked(arch, renamed, origin=str(folder), file_names=file_names)
     preprocessing = _preprocessing_from_folder(folder, arch)
-    source = {**source, "sha256": _sha256_files(files), "encoder": None, "files": [f.name for f in files]}
+    source = {**source, "sha256": sha256_files(files), "encoder": None, "files": [f.name for f in files]}
     return LoadedCheckpoint(model=model, architecture=arch, name=folder.resolve().name.removeprefix("ijepa_"),
                             source=source, preprocessing=preprocessing, id2label=id2label)
 
@@ -156,7 +145,7 @@ def _load_safetensors_file(path: Path, variant: str | None) -> LoadedCheckpoint:
     model = _build_checked(arch, renamed, origin=str(path), file_names=file_names)
     return LoadedCheckpoint(
         model=model, architecture=arch, name=v.name,
-        source={"kind": "safetensors", "location": str(path.resolve()), "sha256": _sha256_files([path]),
+        source={"kind": "safetensors", "location": str(path.resolve()), "sha256": sha256_files([path]),
                 "encoder": None, "variant": v.name},
         preprocessing=Preprocessing(arch.image_size, arch.image_size),
     )
@@ -164,7 +153,12 @@ def _load_safetensors_file(path: Path, variant: str | None) -> LoadedCheckpoint:
 
 def _load_original(path: Path, variant: str | None, encoder: Encoder) -> LoadedCheckpoint:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:  # zip checkpoints are memory-mapped (a ViT-H .pth.tar is ~10 GB)
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            payload = torch.load(path, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
     except Exception as exc:
         raise CheckpointError(
             f"cannot read {path} as a PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
@@ -181,7 +175,7 @@ def _load_original(path: Path, variant: str | None, encoder: Encoder) -> LoadedC
     model = _build_checked(arch, original_to_reference(state, arch.hidden_size), origin=f"{path} [{key}]")
     return LoadedCheckpoint(
         model=model, architecture=arch, name=get_variant(variant).name if variant else path.name.split(".")[0],
-        source={"kind": "original-ijepa", "location": str(path.resolve()), "sha256": _sha256_files([path]),
+        source={"kind": "original-ijepa", "location": str(path.resolve()), "sha256": sha256_files([path]),
                 "encoder": encoder, "network_key": key, "variant": variant},
         preprocessing=Preprocessing(arch.image_size, arch.image_size),
         notes=[f"loaded the {encoder} encoder ({key!r}) from {path.name}"],
@@ -382,32 +376,27 @@ def _preprocessing_from_folder(folder: Path, arch: Architecture) -> Preprocessin
     cfg_path = folder / "preprocessor_config.json"
     if not cfg_path.is_file():
         return pre
-    cfg = json.loads(cfg_path.read_text())
-    size = cfg.get("size") or {}
-    if isinstance(size, int):
-        size = {"height": size, "width": size}
-    if "height" in size and "width" in size:
-        pre.height, pre.width = int(size["height"]), int(size["width"])
-    resample = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(cfg.get("resample", 2))
-    if resample is None:
-        raise CheckpointError(f"{cfg_path}: resample {cfg.get('resample')!r} is not supported")
-    pre.resample = resample
-    if cfg.get("do_rescale", True):
-        pre.rescale_factor = float(cfg.get("rescale_factor", 1 / 255))
-    else:
-        pre.rescale_factor = 1.0
-    if cfg.get("do_normalize", True):
-        pre.mean = tuple(float(x) for x in cfg.get("image_mean", pre.mean))
-        pre.std = tuple(float(x) for x in cfg.get("image_std", pre.std))
-    else:
-        pre.mean, pre.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    return pre
+    try:
+        cfg = json.loads(cfg_path.read_text())
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+        size = cfg.get("size") or {}
+        if isinstance(size, int):
+            size = {"height": size, "width": size}
+        if isinstance(size, dict) and "height" in size and "width" in size:
+            pre = replace(pre, height=int(size["height"]), width=int(size["width"]))
+        resample = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(cfg.get("resample", 2))
+        if resample is None:
+            raise ValueError(f"resample {cfg.get('resample')!r} is not supported (0, 1, 2 or 3)")
+        rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0
+        if cfg.get("do_normalize", True):
+            mean = tuple(float(x) for x in cfg.get("image_mean", pre.mean))
+            std = tuple(float(x) for x in cfg.get("image_std", pre.std))
+        else:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        spec = {**pre.__dict__, "resample": resample, "rescale_factor": rescale, "mean": list(mean), "std": list(std)}
+        return Preprocessing.from_dict(spec, str(cfg_path))
+    except (OSError, ValueError, TypeError, ManifestError) as exc:
+        raise CheckpointError(f"{cfg_path} is not a usable ViTImageProcessor config ({str(exc)[:200]}); fix or "
+                              "remove it (the Hub's I-JEPA processors resize bilinear with mean = std = 0.5)") from None
 
-
-def _sha256_files(files: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()

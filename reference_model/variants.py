@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ijepa_deploy.runtime.errors import UserError
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -95,8 +97,8 @@ VARIANTS: dict[str, Variant] = {
 _ALIASES = {alias: v.name for v in VARIANTS.values() for alias in v.aliases}
 
 
-class UnknownVariantError(ValueError):
-    pass
+class UnknownVariantError(UserError, ValueError):
+    """A variant name that is not in the registry."""
 
 
 def get_variant(name: str) -> Variant:

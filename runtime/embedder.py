@@ -7,32 +7,33 @@ current one. Batches never exceed the artifact's max batch; the last batch is si
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .backends.base import Backend, BackendError
-from .manifest import Manifest, ManifestError
-from .preprocessing import ImageError, ImageInput, Preprocessor
+from .backends import BACKENDS, Backend, open_backend
+from .errors import BackendError, ImageError, ManifestError, UsageError
+from .manifest import Manifest
+from .preprocessing import SINGLE_IMAGE_TYPES, ImageInput, PreparedBatch, Preprocessor, describe
+from .similarity import similarity_matrix
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+__all__ = ["BACKENDS", "Embedder"]
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row of `a` with the same row of `b` (float64)."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30)
+class EmbedderClosedError(BackendError):
+    """The embedder was used after close()."""
 
 
 class Embedder:
     """Runs one exported artifact (a precision of an artifact folder) on images."""
 
-    def __init__(self, manifest: Manifest, folder: Path, backend: Backend, precision: str,
+    def __init__(self, manifest: Manifest, backend: Backend, precision: str,
                  resolution: tuple[int, int] | None = None, workers: int = 4):
         self.manifest = manifest
-        self.folder = Path(folder)
+        self.folder = manifest.folder
         self.backend = backend
         self.precision = precision
         self.preprocessor = Preprocessor(manifest.preprocessing, self._check_resolution(resolution))
@@ -40,35 +41,25 @@ class Embedder:
         # _prefetch. Two pools, so concurrent callers can never fill one pool with waiting tasks.
         self._decode = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ijepa-decode")
         self._prefetch = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ijepa-prefetch")
+        self._closed = False
+        self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, artifacts: str | Path, precision: str = "fp32", backend: str = "auto", *,
+    def load(cls, artifacts: str | Path, precision: str = "fp32", backend: str = "auto", *, verify: bool = True,
              providers: list[str] | str | None = None, threads: int | None = None,
              graph_optimization_level: str = "all", resolution: tuple[int, int] | None = None,
-             workers: int = 4) -> "Embedder":
-        """Open `artifacts/manifest.json` and the `precision` artifact on `backend`
-        (auto: a TensorRT plan for this machine if one is recorded and usable, else ONNX Runtime)."""
-        folder = Path(artifacts)
-        manifest = Manifest.load(folder)
-        if backend not in BACKENDS:
-            raise BackendError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-        if backend in ("auto", "tensorrt") and precision in manifest.engines and "file" in manifest.engines[precision]:
-            from .backends.tensorrt_backend import TensorRTBackend, tensorrt_unavailable_reason
-
-            reason = tensorrt_unavailable_reason()
-            if reason is None:
-                return cls(manifest, folder, TensorRTBackend(folder, manifest, precision), precision, resolution, workers)
-            if backend == "tensorrt":
-                raise BackendError(f"cannot use the TensorRT backend: {reason}")
-        elif backend == "tensorrt":
-            raise BackendError(f"{folder} has no TensorRT plan for {precision}; build one on this GPU with "
-                               f"`ijepa-export build-engine --artifacts {folder} --precision {precision}`")
-        from .backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        art = manifest.artifact(precision)
-        onnx_backend = OnnxRuntimeBackend(folder / art["file"], providers=providers, intra_op_threads=threads,
-                                          graph_optimization_level=graph_optimization_level)
-        return cls(manifest, folder, onnx_backend, precision, resolution, workers)
+             workers: int = 4, openvino: dict | None = None, device: int = 0) -> "Embedder":
+        """Open `artifacts/manifest.json` and its `precision` artifact on `backend` (auto: a TensorRT
+        plan built for this GPU when usable, else OpenVINO on x86 CPUs when installed, else ONNX
+        Runtime). Every file is checked against its sha256 first unless `verify=False`."""
+        manifest = Manifest.load(artifacts)
+        opened = open_backend(manifest, precision, backend, verify=verify, providers=providers, threads=threads,
+                              graph_optimization_level=graph_optimization_level, openvino=openvino, device=device)
+        try:
+            return cls(manifest, opened, precision, resolution, workers)
+        except BaseException:
+            opened.close()
+            raise
 
     def _check_resolution(self, resolution: tuple[int, int] | None) -> tuple[int, int] | None:
         if resolution is None:
@@ -80,36 +71,64 @@ class Embedder:
                 raise ManifestError(f"{self.manifest.name} was exported at a fixed {res['min'][0]}x{res['min'][1]}; "
                                     "re-export with --resolution dynamic to embed at other sizes")
         elif h % res["multiple_of"] or w % res["multiple_of"]:
-            raise ManifestError(f"resolution {h}x{w} must be a multiple of the patch size {res['multiple_of']}")
+            raise UsageError(f"resolution {h}x{w} must be a multiple of the patch size {res['multiple_of']}")
+        elif not all(lo <= x <= hi for x, lo, hi in zip((h, w), res["min"], res["max"])):
+            raise UsageError(f"resolution {h}x{w} is outside the exported range {res['min'][0]}x{res['min'][1]} .. "
+                             f"{res['max'][0]}x{res['max'][1]}")
         return h, w
 
     # ------------------------------------------------------------------ public API
 
     @property
     def dim(self) -> int:
-        return int(self.manifest.architecture["hidden_size"])
+        return self.manifest.hidden_size
 
     @property
     def labels(self) -> dict[int, str] | None:
         return {int(k): v for k, v in self.manifest.labels.items()} if self.manifest.labels else None
 
-    def embed(self, images: Sequence[ImageInput], batch_size: int | None = None, on_batch=None) -> np.ndarray:
-        """(N, D) float32 embeddings (mean over output tokens), in input order.
-        `on_batch(n)` is called after each batch of n images (for progress bars)."""
-        return self._run(images, "embedding", batch_size, on_batch)
+    def embed(self, images: Iterable[ImageInput] | ImageInput, batch_size: int | None = None,
+              on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """(N, D) float32 embeddings (mean over output tokens), in input order. `images` may be any
+        iterable (a list, a generator) or one image. `on_batch(n)` is called after each batch."""
+        return self._collect(images, "embedding", batch_size, on_batch)
 
-    def tokens(self, images: Sequence[ImageInput], batch_size: int | None = None) -> np.ndarray:
+    def embed_batches(self, images: Iterable[ImageInput], batch_size: int | None = None,
+                      output: str = "embedding") -> Iterator[np.ndarray]:
+        """Embeddings batch by batch, in input order, holding only a batch or two in memory: for
+        collections of any size. The next batch is decoded while the current one runs."""
+        for _, values in self.run_batches(images, batch_size, output):
+            yield values
+
+    def run_batches(self, images: Iterable[ImageInput], batch_size: int | None = None, output: str = "embedding",
+                    skip_bad: bool = False) -> Iterator[tuple[PreparedBatch, np.ndarray]]:
+        """(prepared batch, outputs of its decoded images) per batch, in input order. With `skip_bad`,
+        unreadable images are reported in the batch (ok False, error) instead of raising."""
+        self._check_open()
+        size = self.batch_size(batch_size)
+        batches = _chunks(iter(_as_images(images)), size)
+        chunk = next(batches, None)
+        pending = self._submit(chunk, 0, skip_bad) if chunk is not None else None
+        start = 0
+        while pending is not None:
+            prepared = pending.result()
+            start += len(prepared.inputs)
+            upcoming = next(batches, None)  # overlap: decode the next batch while this one runs
+            pending = self._submit(upcoming, start, skip_bad) if upcoming is not None else None
+            yield prepared, self._infer(prepared, output)
+
+    def tokens(self, images: Iterable[ImageInput] | ImageInput, batch_size: int | None = None) -> np.ndarray:
         """(N, tokens, D) float32 last hidden states."""
-        return self._run(images, "last_hidden_state", batch_size)
+        return self._collect(images, "last_hidden_state", batch_size)
 
-    def logits(self, images: Sequence[ImageInput], batch_size: int | None = None) -> np.ndarray:
+    def logits(self, images: Iterable[ImageInput] | ImageInput, batch_size: int | None = None) -> np.ndarray:
         """(N, num_labels) classification logits; needs an artifact exported with a head."""
         if "logits" not in self.manifest.output_names:
             raise ManifestError(f"{self.manifest.name} has no classification head (exported from a "
                                 "feature-extraction checkpoint); use embed()")
-        return self._run(images, "logits", batch_size)
+        return self._collect(images, "logits", batch_size)
 
-    def classify(self, images: Sequence[ImageInput], top_k: int = 5,
+    def classify(self, images: Iterable[ImageInput] | ImageInput, top_k: int = 5,
                  batch_size: int | None = None) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) per image."""
         logits = self.logits(images, batch_size).astype(np.float64)
@@ -123,15 +142,21 @@ class Embedder:
     @staticmethod
     def similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         """Cosine similarity matrix between rows of a and rows of b (default: a with itself)."""
-        a = np.atleast_2d(np.asarray(a, dtype=np.float64))
-        b = a if b is None else np.atleast_2d(np.asarray(b, dtype=np.float64))
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return (a @ b.T).astype(np.float32)
+        return similarity_matrix(a, b)
+
+    def batch_size(self, requested: int | None = None) -> int:
+        """The batch size used: `requested` (default: the artifact's optimal batch), at most its max."""
+        if requested is not None and (not isinstance(requested, int) or requested < 1):
+            raise UsageError(f"batch size must be a positive integer, got {requested!r}")
+        return min(requested or int(self.manifest.batch["opt"]), int(self.manifest.batch["max"]))
 
     def close(self) -> None:
-        self._prefetch.shutdown(wait=False)
-        self._decode.shutdown(wait=False)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._prefetch.shutdown(wait=False, cancel_futures=True)
+        self._decode.shutdown(wait=False, cancel_futures=True)
         self.backend.close()
 
     def __enter__(self) -> "Embedder":
@@ -142,33 +167,60 @@ class Embedder:
 
     # ------------------------------------------------------------------ batching
 
-    def batches(self, n: int, batch_size: int | None) -> list[tuple[int, int]]:
-        limit = int(self.manifest.batch["max"])
-        size = min(batch_size or int(self.manifest.batch["opt"]), limit)
-        if size < 1:
-            raise ValueError("batch_size must be >= 1")
-        return [(s, min(s + size, n)) for s in range(0, n, size)]
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EmbedderClosedError("this Embedder is closed; load a new one with Embedder.load(...)")
 
-    def _run(self, images: Sequence[ImageInput], output: str, batch_size: int | None,
-             on_batch=None) -> np.ndarray:
-        if isinstance(images, (str, bytes, Path, np.ndarray)) or not hasattr(images, "__len__"):
-            images = [images]  # a single image
-        images = list(images)
-        if not images:
-            raise ImageError("no images given: pass at least one image")
-        spans = self.batches(len(images), batch_size)
+    def _submit(self, chunk: list, start: int, skip_bad: bool):
+        self._check_open()
+        try:
+            return self._prefetch.submit(self.preprocessor.prepare, chunk, self._decode, start, skip_bad)
+        except RuntimeError:  # closed by another thread between the check and the submit
+            raise EmbedderClosedError("this Embedder was closed while embedding") from None
 
-        def prefetch(k: int):
-            start, end = spans[k]
-            return self._prefetch.submit(self.preprocessor, images[start:end], self._decode, start)
+    def _infer(self, prepared: PreparedBatch, output: str) -> np.ndarray:
+        self._check_open()
+        if prepared.pixels is None:
+            return np.zeros((0,), dtype=np.float32)
+        result = self.backend.run(prepared.pixels, [output])[output]
+        finite = np.isfinite(result.reshape(len(result), -1)).all(axis=1)
+        if not finite.all():
+            decoded = [i for i, ok in enumerate(prepared.ok) if ok]
+            i = decoded[int(np.argmin(finite))]
+            raise BackendError(f"the {self.precision} artifact produced NaN/Inf for "
+                               f"{describe(prepared.inputs[i], prepared.start + i)}; the artifact may be damaged "
+                               "(re-export) or the precision unsuited to this model")
+        return np.asarray(result, dtype=np.float32)
 
-        results: list[np.ndarray] = []
-        pending = prefetch(0)
-        for i, (start, end) in enumerate(spans):
-            pixels = pending.result()
-            if i + 1 < len(spans):  # overlap: decode the next batch while this one runs
-                pending = prefetch(i + 1)
-            results.append(self.backend.run(pixels, [output])[output])
+    def _collect(self, images, output: str, batch_size: int | None, on_batch=None) -> np.ndarray:
+        results = []
+        for result in self.embed_batches(images, batch_size, output):
+            results.append(result)
             if on_batch:
-                on_batch(end - start)
-        return np.concatenate(results, axis=0).astype(np.float32, copy=False)
+                on_batch(len(result))
+        if not results:
+            raise ImageError("no images given: pass at least one image")
+        return np.concatenate(results, axis=0)
+
+
+def _as_images(images) -> Iterable[ImageInput]:
+    if isinstance(images, SINGLE_IMAGE_TYPES):
+        return [images]
+    try:
+        return iter(images)
+    except TypeError:
+        raise ImageError(f"{describe(images)}: pass an image or an iterable of images") from None
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    while True:
+        chunk = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == size:
+                break
+        if not chunk:
+            return
+        yield chunk
+        if len(chunk) < size:
+            return

@@ -1,37 +1,59 @@
-"""Image preprocessing driven by the manifest, identical to Hugging Face's ViTImageProcessor.
+"""Image preprocessing driven by the manifest, identical to Hugging Face's load_image + ViTImageProcessor.
 
-decode -> RGB (transparency composited onto white, as transformers' convert_to_rgb does) ->
-resize straight to (height, width) with PIL -> x * rescale -> (x - mean) / std -> NCHW float32.
-The normalisation is one fused multiply-add over the whole uint8 batch.
+decode (regular files only, pixel limit checked before decoding) -> EXIF orientation applied (as
+`transformers.image_utils.load_image` does) -> RGB (transparency composited onto white, as
+transformers' convert_to_rgb does) -> resize straight to (height, width) with PIL ->
+x * rescale -> (x - mean) / std -> NCHW float32. The normalisation is one fused multiply-add
+over the whole uint8 batch.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, UsageError, UserError
+from .manifest import Preprocessing
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+_ORIENTATION = 0x0112
+SINGLE_IMAGE_TYPES = (str, bytes, bytearray, os.PathLike, Image.Image, np.ndarray)
 
 
-class ImageError(ValueError):
-    """An input could not be read as an image."""
+def parse_size(text: str, *, allow_dynamic: bool = False, what: str = "--resolution") -> tuple[int, int] | None:
+    """'HxW' or 'S' -> (H, W) of positive integers; 'dynamic' -> None when allowed."""
+    cleaned = str(text).strip().lower()
+    if allow_dynamic and cleaned == "dynamic":
+        return None
+    example = "'dynamic' or HxW like 224x224" if allow_dynamic else "HxW like 448x448"
+    try:
+        parts = [int(p) for p in cleaned.split("x")]
+    except ValueError:
+        raise UsageError(f"{what} must be {example}, got {text!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) <= 0 or max(parts) > 16384:
+        raise UsageError(f"{what} must be {example} (1..16384 pixels), got {text!r}")
+    return parts[0], parts[1]
 
 
 def describe(image: ImageInput, index: int | None = None) -> str:
     """A short name for an input, for error messages and output listings."""
-    if isinstance(image, (str, os.PathLike)):
+    if isinstance(image, (str, os.PathLike)) or callable(getattr(image, "read_bytes", None)):
         return str(image)
     where = f"input #{index}" if index is not None else "input"
-    if isinstance(image, bytes):
+    if isinstance(image, (bytes, bytearray)):
         return f"{where} ({len(image)} bytes)"
     if isinstance(image, np.ndarray):
         return f"{where} (array {image.shape} {image.dtype})"
@@ -49,53 +71,103 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode(image: ImageInput, index: int | None = None) -> Image.Image:
-    """Open a path, encoded bytes, a PIL image or an HxW[xC] uint8 array as an RGB PIL image."""
+def read_regular_file(path: str | os.PathLike, limit: int | None = None) -> bytes:
+    """The bytes of a regular file. FIFOs, devices and folders are refused without blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ImageError(f"image not found: {path}") from None
+    except OSError as exc:
+        raise ImageError(f"cannot open image {path}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{path} is not a regular file; only image files are read")
+        if limit is not None and st.st_size > limit:
+            raise ImageError(f"{path} has {st.st_size} bytes, over the {limit}-byte limit for one image")
+        with os.fdopen(fd, "rb", closefd=True) as fh:
+            fd = -1
+            return fh.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Open encoded bytes, refuse images over `max_pixels` before decoding them, then decode."""
+    pil = Image.open(io.BytesIO(data))  # reads the header only
+    width, height = pil.size
+    if width * height > max_pixels:
+        raise ImageError(f"{name} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+                         "(a decompression bomb, or raise max_pixels)")
+    pil.load()
+    return pil
+
+
+def decode(image: ImageInput, index: int | None = None, *, exif_orientation: bool = True,
+           max_pixels: int = Preprocessing.max_pixels) -> Image.Image:
+    """Open a path, encoded bytes, a PIL image or an HxW[xC] uint8 array as an upright RGB PIL image."""
+    name = describe(image, index)
     try:
         if isinstance(image, Image.Image):
             pil = image
         elif isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-                raise ImageError(f"{describe(image, index)}: arrays must be HxW, HxWx3 or HxWx4 uint8")
-            pil = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+                raise ImageError(f"{name}: arrays must be HxW, HxWx3 or HxWx4 uint8")
+            if image.shape[0] * image.shape[1] > max_pixels:
+                raise ImageError(f"{name} has more than {max_pixels} pixels")
+            return to_rgb(Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image))
         elif isinstance(image, (bytes, bytearray)):
-            pil = Image.open(io.BytesIO(image))
-            pil.load()
+            pil = _open_checked(bytes(image), name, max_pixels)
         elif isinstance(image, (str, os.PathLike)):
-            with Image.open(image) as f:
-                f.load()
-                return to_rgb(f) if f.mode != "RGB" else f.copy()
+            pil = _open_checked(read_regular_file(image), name, max_pixels)
+        elif callable(getattr(image, "read_bytes", None)):  # a lazy source, such as a tar shard member
+            pil = _open_checked(image.read_bytes(), name, max_pixels)
         else:
-            raise ImageError(f"{describe(image, index)}: unsupported input type {type(image).__name__}")
+            raise ImageError(f"{name}: unsupported input type {type(image).__name__}; pass paths, bytes, PIL images "
+                             "or uint8 arrays")
+        if exif_orientation and pil.getexif().get(_ORIENTATION, 1) != 1:
+            pil = ImageOps.exif_transpose(pil)
         return to_rgb(pil)
-    except ImageError:
+    except UserError:
         raise
-    except FileNotFoundError:
-        raise ImageError(f"image not found: {describe(image, index)}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"cannot read image {describe(image, index)}: {exc}; the file is corrupt, truncated "
-                         "or not an image") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name} was refused as a decompression bomb ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError,
+            ZeroDivisionError, MemoryError) as exc:  # what PIL's decoders raise on hostile input
+        raise ImageError(f"cannot read image {name}: {type(exc).__name__}: {str(exc)[:200]}; the file is corrupt, "
+                         "truncated or not an image") from None
 
 
 class Preprocessor:
     """Turns images into the model's input tensor, exactly as the manifest's spec says."""
 
-    def __init__(self, spec: dict, size: tuple[int, int] | None = None):
-        self.height, self.width = size or (int(spec["height"]), int(spec["width"]))
-        self.resample = _RESAMPLE[spec.get("resample", "bilinear")]
-        mean = np.asarray(spec["mean"], dtype=np.float64)
-        std = np.asarray(spec["std"], dtype=np.float64)
-        rescale = float(spec["rescale_factor"])
+    def __init__(self, spec: Preprocessing | dict, size: tuple[int, int] | None = None):
+        if isinstance(spec, dict):
+            spec = Preprocessing.from_dict(spec)
+        self.spec = spec
+        self.height, self.width = size or (spec.height, spec.width)
+        self.resample = _RESAMPLE[spec.resample]
+        mean = np.asarray(spec.mean, dtype=np.float64)
+        std = np.asarray(spec.std, dtype=np.float64)
         # (x * rescale - mean) / std == x * scale + offset, per channel
-        self._scale = (rescale / std).astype(np.float32)
+        self._scale = (spec.rescale_factor / std).astype(np.float32)
         self._offset = (-mean / std).astype(np.float32)
 
-    def resize(self, image: ImageInput, index: int | None = None) -> np.ndarray:
-        """Decode, convert and resize one image: (H, W, 3) uint8."""
-        pil = decode(image, index)
-        if pil.size != (self.width, self.height):
+    def decode(self, image: ImageInput, index: int | None = None) -> Image.Image:
+        return decode(image, index, exif_orientation=self.spec.exif_orientation, max_pixels=self.spec.max_pixels)
+
+    def load(self, image: ImageInput, index: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """Decode, orient, convert and resize one image: (H, W, 3) uint8 and its (width, height) before resizing."""
+        pil = self.decode(image, index)
+        size = pil.size
+        if size != (self.width, self.height):
             pil = pil.resize((self.width, self.height), resample=self.resample)
-        return np.asarray(pil, dtype=np.uint8)
+        return np.asarray(pil, dtype=np.uint8), size
+
+    def resize(self, image: ImageInput, index: int | None = None) -> np.ndarray:
+        """Decode, orient, convert and resize one image: (H, W, 3) uint8."""
+        return self.load(image, index)[0]
 
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 normalized."""
@@ -105,28 +177,57 @@ class Preprocessor:
         out += self._offset[None, :, None, None]
         return out
 
+    def prepare(self, images: Sequence[ImageInput], executor: Executor | None = None, start_index: int = 0,
+                skip_bad: bool = False) -> "PreparedBatch":
+        """Preprocess a batch, keeping per-image sizes; with `skip_bad`, unreadable images are recorded
+        with their error instead of failing the batch. Decoding runs on `executor` when given."""
+        def one(item):
+            image, index = item
+            try:
+                return self.load(image, index), None
+            except ImageError as exc:
+                if not skip_bad:
+                    raise
+                return None, str(exc)
+
+        items = list(zip(images, range(start_index, start_index + len(images))))
+        loaded = list(executor.map(one, items)) if executor is not None else [one(x) for x in items]
+        arrays = [r[0] for r, _ in loaded if r is not None]
+        pixels = self.normalize(np.stack(arrays)) if arrays else None
+        return PreparedBatch(start_index, list(images), pixels, [r is not None for r, _ in loaded],
+                             [r[1] if r is not None else None for r, _ in loaded], [e for _, e in loaded])
+
     def __call__(self, images: Sequence[ImageInput], executor: Executor | None = None,
                  start_index: int = 0) -> np.ndarray:
-        """Preprocess a batch; decoding/resizing runs on `executor` when given (PIL releases the GIL)."""
-        indices = range(start_index, start_index + len(images))
-        if executor is None:
-            arrays = [self.resize(img, i) for img, i in zip(images, indices)]
-        else:
-            arrays = list(executor.map(self.resize, images, indices))
-        return self.normalize(np.stack(arrays))
+        """Preprocess a batch into (N, 3, H, W) float32; decoding runs on `executor` when given."""
+        return self.prepare(images, executor, start_index).pixels
+
+
+@dataclass
+class PreparedBatch:
+    """One batch ready for a backend, with what is known about each input."""
+
+    start: int  # input index of the first image
+    inputs: list
+    pixels: np.ndarray | None  # (number decoded, 3, H, W); None when nothing could be decoded
+    ok: list[bool]
+    sizes: list[tuple[int, int] | None]  # (width, height) before resizing
+    errors: list[str | None]
 
 
 def expand_inputs(items: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted). Missing paths raise ImageError."""
+    """Files as given, folders expanded recursively to their image files (sorted by relative path).
+    Missing paths raise ImageError."""
     out: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted((p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                           key=lambda p: p.relative_to(path).parts)
             if not found:
                 raise ImageError(f"folder {path} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             out.extend(found)
-        elif path.is_file():
+        elif path.exists():
             out.append(path)
         else:
             raise ImageError(f"image not found: {path}")

@@ -1,28 +1,21 @@
 """Shared fixtures: Hugging Face checkpoints written by transformers itself (the oracle), real
-photographs shipped inside scikit-image, and exported artifact folders reused across tests."""
+photographs shipped inside scikit-image (18 held-out, calibration crops of six others), outlier
+checkpoints, and exported artifact folders reused across tests."""
 
 from __future__ import annotations
 
 import os
-import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from .datasets import STRENGTHS, make_outlier_checkpoint, skimage_data_dir, write_photos  # noqa: F401
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the Hub
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-SKIMAGE_PHOTOS = {
-    "calib": ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
-              "hubble_deep_field.jpg"],
-    "eval": ["retina.jpg", "motorcycle_right.png", "camera.png", "ihc.png"],
-}
-
-
-def skimage_data_dir() -> Path:
-    import skimage
-
-    return Path(skimage.__file__).parent / "data"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def make_hf_checkpoint(folder: Path, *, hidden=64, layers=2, heads=4, mlp=128, image=56, patch=14, labels=0,
@@ -46,6 +39,21 @@ def make_hf_checkpoint(folder: Path, *, hidden=64, layers=2, heads=4, mlp=128, i
     return folder
 
 
+def run_module(module: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m module args` with captured text output (the CLIs as a user runs them)."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **kwargs.pop("env", {})}, **kwargs)
+
+
+def one_error_line(out: subprocess.CompletedProcess, code: int = 1) -> str:
+    """Assert a CLI failed the way users should see it: exit `code`, one `error:` line, no traceback."""
+    assert out.returncode == code, (out.returncode, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr and "unexpected" not in out.stderr, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, out.stderr[-2000:]
+    return errors[0]
+
+
 @pytest.fixture(scope="session")
 def hf_dir(tmp_path_factory) -> Path:
     return make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "ijepa_tiny")
@@ -58,15 +66,8 @@ def hf_cls_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def photos(tmp_path_factory) -> dict[str, Path]:
-    """Real photographs: a calibration folder and a disjoint held-out folder."""
-    root = tmp_path_factory.mktemp("photos")
-    out = {}
-    for split, names in SKIMAGE_PHOTOS.items():
-        (root / split).mkdir()
-        for name in names:
-            shutil.copy(skimage_data_dir() / name, root / split / name)
-        out[split] = root / split
-    return out
+    """Real photographs: `calib` (24 crops of six photos) and `eval` (18 other, whole photos)."""
+    return write_photos(tmp_path_factory.mktemp("photos"))
 
 
 def export_tiny(checkpoint: Path, out: Path, **kwargs) -> Path:
@@ -79,8 +80,9 @@ def export_tiny(checkpoint: Path, out: Path, **kwargs) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory, hf_dir, photos) -> Path:
-    """fp32 + fp16 + int8 + int8-cpu artifacts of the tiny Hugging Face checkpoint."""
-    return export_tiny(hf_dir, tmp_path_factory.mktemp("engines"), precisions=("fp32", "fp16", "int8", "int8-cpu"),
+    """fp32 + fp16 + int8 + int8-cpu + fp8 artifacts of the tiny Hugging Face checkpoint."""
+    return export_tiny(hf_dir, tmp_path_factory.mktemp("engines"),
+                       precisions=("fp32", "fp16", "int8", "int8-cpu", "fp8"),
                        calib_images=photos["calib"], eval_images=photos["eval"])
 
 
@@ -91,10 +93,11 @@ def tiny_cls_artifacts(tmp_path_factory, hf_cls_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def vith14_artifacts(tmp_path_factory, photos) -> Path:
-    """Real-size vith14 (random init): fp32 + fp16 + int8 + int8-cpu, batch 1-2 to bound CI time."""
+    """Real-size vith14 (random init): fp32 + fp16 + int8 + int8-cpu + fp8, batch 1-2 to bound CI time."""
     from ijepa_deploy.exporter.export import ExportOptions, export
     from ijepa_deploy.reference_model import load_checkpoint
 
-    options = ExportOptions(precisions=("fp32", "fp16", "int8", "int8-cpu"), max_batch=2, output_dir=tmp_path_factory.mktemp("real"),
-                            calib_images=photos["calib"], calib_count=4, eval_images=photos["eval"], eval_count=2)
+    options = ExportOptions(precisions=("fp32", "fp16", "int8", "int8-cpu", "fp8"), max_batch=2,
+                            output_dir=tmp_path_factory.mktemp("real"), calib_images=photos["calib"], calib_count=4,
+                            eval_images=photos["eval"], eval_count=4)
     return export(load_checkpoint(variant="vith14", random_init=True, seed=0), options)

@@ -1,10 +1,13 @@
-"""ijepa-export: fp32 artifacts, parity gates, manifest schema, atomicity, CLI errors."""
+"""ijepa-export: fp32 artifacts, parity gates, manifest schema, atomicity, races, signals, CLI errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +17,12 @@ import pytest
 import torch
 
 from ijepa_deploy.exporter import export as export_module
-from ijepa_deploy.exporter.export import ExportError, ExportOptions, export
-from ijepa_deploy.exporter.validation import GateError
+from ijepa_deploy.exporter.errors import ExportError, GateError
+from ijepa_deploy.exporter.export import ExportOptions, export
 from ijepa_deploy.reference_model import load_checkpoint
 from ijepa_deploy.runtime.manifest import SCHEMA_PATH, Manifest
 
-from .conftest import export_tiny, make_hf_checkpoint
+from .conftest import export_tiny, make_hf_checkpoint, one_error_line, run_module
 
 
 def _schema_check(folder: Path) -> dict:
@@ -30,9 +33,8 @@ def _schema_check(folder: Path) -> dict:
     return data
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ijepa_deploy.exporter", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_module("ijepa_deploy.exporter", *args, **kwargs)
 
 
 def test_tiny_export_passes_gate_at_several_shapes(tiny_artifacts):
@@ -41,9 +43,12 @@ def test_tiny_export_passes_gate_at_several_shapes(tiny_artifacts):
     shapes = {(c["batch"], c["height"], c["width"]) for c in fp32["validation"]["checks"]}
     assert {(1, 56, 56), (3, 56, 56), (4, 56, 56), (2, 84, 84), (2, 28, 140)} <= shapes
     assert all(c["max_abs"] <= 1e-4 and c["min_cosine"] >= 0.99999 for c in fp32["validation"]["checks"])
+    assert fp32["validation"]["metrics"]["centered_cosine"] >= 0.99999  # on the held-out photos, for information
     assert data["checkpoint"]["kind"] == "huggingface-dir" and len(data["checkpoint"]["sha256"]) == 64
     assert data["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and data["resolution"]["dynamic"] is True
-    assert (tiny_artifacts / "report.md").read_text().count("| fp32 |") >= 5
+    assert data["preprocessing"]["exif_orientation"] is True
+    assert data["gate_inputs"]["images"] == 16 and (tiny_artifacts / "gate_inputs.npy").is_file()
+    assert "| fp32 | model_fp32.onnx |" in (tiny_artifacts / "report.md").read_text()
     assert not list(tiny_artifacts.parent.glob(".*partial"))
 
 
@@ -54,16 +59,14 @@ def test_fp32_graph_is_plain_onnx(tiny_artifacts):
     ops = {n.op_type for n in model.graph.node}
     assert "LayerNormalization" in ops and "Resize" in ops and "Erf" in ops
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
-    assert {o.domain or "ai.onnx" for o in model.opset_import} == {"ai.onnx"}
     assert model.opset_import[0].version >= 17
     resize = next(n for n in model.graph.node if n.op_type == "Resize")
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in resize.attribute}
     assert attrs["mode"] == b"cubic" and attrs["cubic_coeff_a"] == pytest.approx(-0.75)
     assert attrs["coordinate_transformation_mode"] == b"half_pixel"
-    # the attention scale is folded into q: no Mul/Div between q @ k^T and Softmax
     softmax_inputs = {n.input[0] for n in model.graph.node if n.op_type == "Softmax"}
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    assert {producers[i] for i in softmax_inputs} == {"MatMul"}
+    assert {producers[i] for i in softmax_inputs} == {"MatMul"}  # the attention scale is folded into q
 
 
 def test_fixed_resolution_bakes_the_table(tmp_path, hf_dir):
@@ -81,25 +84,23 @@ def test_fixed_resolution_bakes_the_table(tmp_path, hf_dir):
     assert np.abs(session.run(["last_hidden_state"], {"pixel_values": x})[0] - ref).max() <= 1e-4
 
 
-def test_classifier_exports_logits(tiny_cls_artifacts, hf_cls_dir):
+def test_classifier_exports_logits(tiny_cls_artifacts):
     data = _schema_check(tiny_cls_artifacts)
     assert [o["name"] for o in data["io"]["outputs"]] == ["last_hidden_state", "embedding", "logits"]
     assert data["labels"]["6"] == "class_6"
-    checks = data["artifacts"]["fp32"]["validation"]["checks"]
-    assert max(c["logits_max_abs"] for c in checks) <= 1e-4
+    assert max(c["logits_max_abs"] for c in data["artifacts"]["fp32"]["validation"]["checks"]) <= 1e-4
 
 
 def test_broken_export_fails_gate_and_leaves_nothing(tmp_path, hf_dir, monkeypatch):
-    """Inject a wrong position table into the ONNX graph: the gate must catch it."""
+    """A wrong position table in the ONNX graph: the gate must catch it and leave nothing behind."""
     real_build = export_module.build_graph
-    loaded = load_checkpoint(hf_dir)
     corrupted = load_checkpoint(hf_dir).model
     with torch.no_grad():
         corrupted.pos_embed.mul_(1.5)
     monkeypatch.setattr(export_module, "build_graph", lambda model, spec, path, **kw: real_build(corrupted, spec, path, **kw))
     with pytest.raises(GateError, match=r"model_fp32\.onnx failed its fp32 gate .*cosine .*max abs"):
-        export(loaded, ExportOptions(output_dir=tmp_path, max_batch=2))
-    assert list(tmp_path.iterdir()) == []
+        export(load_checkpoint(hf_dir), ExportOptions(output_dir=tmp_path, max_batch=2))
+    assert [p.name for p in tmp_path.iterdir()] == [".tiny.lock"]
 
 
 def test_interrupt_leaves_nothing(tmp_path, hf_dir):
@@ -111,7 +112,7 @@ def test_interrupt_leaves_nothing(tmp_path, hf_dir):
     options.extra_steps.append(interrupt)
     with pytest.raises(KeyboardInterrupt):
         export(load_checkpoint(hf_dir), options)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".tiny.lock"]
 
 
 def test_existing_folder_needs_overwrite(tmp_path, hf_dir):
@@ -119,7 +120,90 @@ def test_existing_folder_needs_overwrite(tmp_path, hf_dir):
     with pytest.raises(ExportError, match="already exists; pass --overwrite"):
         export_tiny(hf_dir, tmp_path, max_batch=1)
     export_tiny(hf_dir, tmp_path, max_batch=1, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # ijepa_ prefix dropped
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny.lock", "tiny"]  # ijepa_ prefix dropped
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "foreign-folder"])
+def test_overwrite_refuses_what_is_not_an_artifact_folder(tmp_path, hf_dir, kind):
+    target = tmp_path / "tiny"
+    if kind == "file":
+        target.write_text("a user's file")
+    elif kind == "symlink":
+        (tmp_path / "elsewhere").mkdir()
+        target.symlink_to(tmp_path / "elsewhere")
+    else:
+        target.mkdir()
+        (target / "notes.txt").write_text("not ours")
+    with pytest.raises(ExportError, match="not a folder|not an ijepa-export artifact folder"):
+        export_tiny(hf_dir, tmp_path, max_batch=1, overwrite=True)
+    assert not list(tmp_path.glob(".tiny.*partial")) and not list(tmp_path.glob("*replaced*"))
+    assert target.exists() or target.is_symlink()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", ".hidden", "x" * 300])
+def test_bad_names_are_refused(tmp_path, name):
+    out = _cli("--variant", "test-tiny-p14", "--random-init", "--name", name, "--output-dir", str(tmp_path / "e"))
+    assert "must be a plain folder name" in one_error_line(out)
+
+
+def _medium_checkpoint(tmp_path) -> Path:
+    return make_hf_checkpoint(tmp_path / "medium", hidden=256, layers=8, heads=4, mlp=1024, image=112, patch=16)
+
+
+def _wait_for_partial(folder: Path, proc: subprocess.Popen, timeout: float = 60) -> Path:
+    end = time.time() + timeout
+    while time.time() < end:
+        found = list(folder.glob(".*.partial")) if folder.exists() else []
+        if found and (found[0] / "model_fp32.onnx").exists():
+            return found[0]
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.005)
+    raise AssertionError("the export never started writing")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_leave_nothing(tmp_path, photos, sig):
+    ckpt = _medium_checkpoint(tmp_path)
+    out = tmp_path / "eng"
+    proc = subprocess.Popen([sys.executable, "-m", "ijepa_deploy.exporter", "--checkpoint", str(ckpt), "--precision",
+                             "fp32,fp16,int8", "--calib-images", str(photos["calib"]), "--eval-images",
+                             str(photos["eval"]), "--output-dir", str(out)], stderr=subprocess.PIPE, text=True)
+    _wait_for_partial(out, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err[-1000:]
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [".medium.lock"]
+
+
+def test_sigkill_leftovers_are_removed_by_the_next_export(tmp_path, photos):
+    ckpt = _medium_checkpoint(tmp_path)
+    out = tmp_path / "eng"
+    proc = subprocess.Popen([sys.executable, "-m", "ijepa_deploy.exporter", "--checkpoint", str(ckpt),
+                             "--output-dir", str(out)], stderr=subprocess.DEVNULL)
+    partial = _wait_for_partial(out, proc)
+    proc.kill()
+    proc.wait()
+    assert partial.exists()  # SIGKILL cannot clean up
+    done = _cli("--checkpoint", str(ckpt), "--output-dir", str(out), "--max-batch", "1")
+    assert done.returncode == 0, done.stderr
+    assert "removed 1 stale temporary folder" in done.stderr and not partial.exists()
+    assert sorted(p.name for p in out.iterdir()) == [".medium.lock", "medium"]
+
+
+def test_concurrent_exports_never_replace_each_other(tmp_path, hf_dir):
+    out = tmp_path / "eng"
+    cmd = [sys.executable, "-m", "ijepa_deploy.exporter", "--checkpoint", str(hf_dir), "--output-dir", str(out),
+           "--name", "shared", "--max-batch", "2"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    winners = [r for r in results if r[2] == 0]
+    assert len(winners) == 1, [r[1][-300:] for r in results]
+    for _, err, code in results:
+        if code:
+            assert code == 1 and ("another export into" in err or "already exists" in err), err[-500:]
+    assert sorted(p.name for p in out.iterdir()) == [".shared.lock", "shared"]
+    Manifest.load(out / "shared").verify("fp32")
 
 
 def test_non_registry_config_end_to_end(tmp_path):
@@ -134,7 +218,7 @@ def test_non_registry_config_end_to_end(tmp_path):
     artifacts = Path(out.stdout.strip().splitlines()[-1])
     assert Manifest.load(artifacts).architecture["hidden_size"] == 256
     x = np.random.default_rng(1).integers(0, 255, (5, 64, 80, 3), dtype=np.uint8)
-    with Embedder.load(artifacts) as embedder:
+    with Embedder.load(artifacts, backend="onnxruntime") as embedder:
         got = embedder.embed(list(x), batch_size=2)
         pixels = embedder.preprocessor(list(x))
     with torch.no_grad():
@@ -149,26 +233,42 @@ def test_non_registry_config_end_to_end(tmp_path):
     (["--checkpoint", "facebook/ijepa_vith14_1k"], "could not get facebook/ijepa_vith14_1k from the Hugging Face Hub"),
     (["--variant", "test-tiny-p14", "--random-init", "--resolution", "50x56"],
      "resolution 50x56 is not a multiple of the patch size 14"),
-    (["--variant", "test-tiny-p14", "--random-init", "--precision", "int8"], "int8 needs calibration images"),
+    (["--variant", "test-tiny-p14", "--random-init", "--resolution", "0x0"], "--resolution must be"),
+    (["--variant", "test-tiny-p14", "--random-init", "--precision", "int8"], "need calibration images"),
+    (["--variant", "test-tiny-p14", "--random-init", "--precision", "fp16"], "at least 2 held-out real images"),
+    (["--variant", "test-tiny-p14", "--random-init", "--precision", "int4"], "unknown precision 'int4'"),
+    (["--variant", "test-tiny-p14", "--random-init", "--max-batch", "-1"], "Invalid value for '--max-batch'"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message):
     out = _cli(*args, "--output-dir", str(tmp_path / "eng"))
-    assert out.returncode == 1
-    assert message in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "eng").exists() or not any((tmp_path / "eng").iterdir())
+    if "Invalid value" in message:  # click's own usage error: exit 2, its usage line, no traceback
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    else:
+        assert message in one_error_line(out)
+    assert not (tmp_path / "eng").exists() or not [p for p in (tmp_path / "eng").iterdir() if p.suffix != ".lock"]
+
+
+def test_bad_preprocessor_config_is_one_line(tmp_path):
+    folder = make_hf_checkpoint(tmp_path / "badpre")
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_std": [0, 0, 0], "size": 56}))
+    out = _cli("--checkpoint", str(folder), "--output-dir", str(tmp_path / "eng"))
+    assert "preprocessor_config.json is not a usable ViTImageProcessor config" in one_error_line(out)
+    (folder / "preprocessor_config.json").write_text("{not json")
+    assert "not a usable" in one_error_line(_cli("--checkpoint", str(folder), "--output-dir", str(tmp_path / "eng")))
 
 
 def test_cli_output_folder_not_writable(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     out = _cli("--variant", "test-tiny-p14", "--random-init", "--output-dir", str(blocker / "engines"))
-    assert out.returncode == 1 and "is not writable" in out.stderr and "Traceback" not in out.stderr
+    assert "is not writable" in one_error_line(out)
 
 
 def test_cli_help_has_examples():
     out = _cli("--help")
     assert out.returncode == 0
-    for text in ("--variant", "--precision", "--resolution", "--calib-images", "Examples:", "build-engine"):
+    for text in ("--variant", "--precision", "--resolution", "--calib-images", "Examples:", "build-engine",
+                 "register-engine", "fp8", "bf16"):
         assert text in out.stdout
 
 

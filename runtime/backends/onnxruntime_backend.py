@@ -21,8 +21,8 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path, *, providers: list[str] | str | None = None,
-                 intra_op_threads: int | None = None, inter_op_threads: int | None = None,
-                 graph_optimization_level: str = "all"):
+                 threads: int | None = None, inter_op_threads: int | None = None,
+                 graph_optimization_level: str = "all", profile_prefix: str | None = None):
         import onnxruntime as ort
 
         model_path = Path(model_path)
@@ -30,7 +30,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"ONNX file not found: {model_path}")
         available = ort.get_available_providers()
         if isinstance(providers, str):
-            providers = _DEVICE_PROVIDERS.get(providers, [providers])
+            providers = _DEVICE_PROVIDERS.get(providers, providers.split(","))
         providers = providers or ["CPUExecutionProvider"]
         missing = [p for p in providers if p not in available]
         if missing:
@@ -40,10 +40,13 @@ class OnnxRuntimeBackend(Backend):
         if graph_optimization_level not in _LEVELS:
             raise BackendError(f"graph optimization level must be one of {sorted(_LEVELS)}")
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization_level])
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
+        if threads:
+            options.intra_op_num_threads = threads
         if inter_op_threads:
             options.inter_op_num_threads = inter_op_threads
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
@@ -51,8 +54,13 @@ class OnnxRuntimeBackend(Backend):
         self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_shapes = {o.name: tuple(d if isinstance(d, int) else None for d in o.shape)
+                              for o in self.session.get_outputs()}
 
     def run(self, pixel_values: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         names = outputs or self.output_names
         results = self.session.run(names, {self.input_name: np.ascontiguousarray(pixel_values, dtype=np.float32)})
         return dict(zip(names, results))
+
+    def describe(self) -> str:
+        return f"onnxruntime ({', '.join(p.removesuffix('ExecutionProvider') for p in self.providers)})"
