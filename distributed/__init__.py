@@ -7,8 +7,9 @@
     # columns: every input column, embedding (D floats), status, error, width, height
 
 Each actor of the pool loads the artifact once (CPU actors, or GPU actors with `num_gpus=1`, which
-then run the TensorRT plan recorded for that GPU). Ray retries a failed task on a restarted actor
-and only completed tasks produce output blocks, so rows are never lost; `ijepa-embed --ray` also
+then run the TensorRT plan recorded for that GPU). Ray Data restarts a dead actor and retries its
+tasks without limit (its actor pools default to max_restarts=-1, max_task_retries=-1), and only
+completed tasks produce output blocks, so rows are never lost; `ijepa-embed --ray` also
 checks, shard by shard, that every input index came back exactly once before it writes the shard
 (the same format as the single-machine path: see ijepa_deploy.runtime.shards).
 
@@ -94,8 +95,7 @@ def embed_dataset(ds, artifacts: str | os.PathLike, *, precision: str = "fp32", 
         compute=ray.data.ActorPoolStrategy(size=actors),
         fn_constructor_kwargs={"artifacts": str(artifacts), "precision": precision, "backend": backend,
                                "verify": verify, "batch_size": batch_size, "threads": threads},
-        num_cpus=num_cpus if num_cpus is not None else (0.5 if num_gpus else 1), num_gpus=num_gpus,
-        max_restarts=-1, max_task_retries=-1)
+        num_cpus=num_cpus if num_cpus is not None else (0.5 if num_gpus else 1), num_gpus=num_gpus)
 
 
 def connect(address: str, num_cpus: int | None = None):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ijepa_deploy.runtime.errors import run_cli
+from ijepa_deploy.runtime.errors import click_entry, run_cli
 from ijepa_deploy.runtime.preprocessing import parse_size
 
 from . import progress
@@ -43,11 +43,11 @@ class _ExportGroup(click.Group):
 
 
 @click.group(cls=_ExportGroup)
-def main():
+def group():
     """Export I-JEPA to ONNX / TensorRT."""
 
 
-@main.command("export", context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXPORT_EPILOG)
+@group.command("export", context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXPORT_EPILOG)
 @click.option("--variant", help="Registry variant or alias, e.g. vith14, vith16, vitg16 (vith14 = vith14_1k).")
 @click.option("--checkpoint", help="HF folder, .safetensors (+ --variant), original .pth.tar, or Hub id "
                                    "(facebook/ijepa_vith14_1k). Default: the variant's Hub checkpoint.")
@@ -128,7 +128,7 @@ def export_command(variant, checkpoint, random_init, seed, encoder, output_dir, 
     run_cli(body, debug, interrupted="interrupted; nothing was written")
 
 
-@main.command("lint")
+@group.command("lint")
 @click.argument("onnx_file", type=click.Path())
 @click.option("--debug", is_flag=True)
 def lint_command(onnx_file, debug):
@@ -148,7 +148,7 @@ def lint_command(onnx_file, debug):
     run_cli(body, debug)
 
 
-@main.command("build-engine", epilog="""
+@group.command("build-engine", epilog="""
 \b
 Examples:
   ijepa-export build-engine --artifacts engines/vith14_1k --precision fp16,int8
@@ -190,7 +190,7 @@ def build_engine_command(artifacts, precision, min_batch, opt_batch, max_batch, 
     run_cli(body, debug)
 
 
-@main.command("register-engine", epilog="""
+@group.command("register-engine", epilog="""
 \b
 Examples:
   ijepa-export register-engine --artifacts engines/vith14_1k engines/vith14_1k/model_fp16.nvidia-orin.trt10.3.plan
@@ -213,7 +213,7 @@ def register_engine_command(artifacts, plan, precision, device, version_compatib
     run_cli(body, debug)
 
 
-@main.command("triton-repo", epilog="""
+@group.command("triton-repo", epilog="""
 \b
 Examples:
   ijepa-export triton-repo --artifacts engines/vith14_1k --out model_repository --precision fp16
@@ -238,3 +238,6 @@ def triton_repo_command(artifacts, out, precision, force_onnx, gpu, instance_kin
                                          instance_kind=instance_kind, name=name)))
 
     run_cli(body, debug)
+
+
+main = click_entry(group)

@@ -45,8 +45,10 @@ from .validation import (Case, EvalSet, gate_images, gate_shapes, random_cases, 
                          summary, warn_if_weak)
 
 MIN_OPSET, MAX_OPSET = 17, 21
+PARK_ABOVE = 256 << 20  # models larger than this leave memory while a backend gates an artifact
 PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.partial$")
 OWNER = ".owner.json"
+PARKED = ".reference-weights."
 GATE_INPUTS = "gate_inputs.npy"
 
 
@@ -89,10 +91,51 @@ class ExportContext:
     calibration: CalibrationResult | None = None
     migration: object | None = None  # smoothing.Migration, when one was folded in
     migration_check: dict | None = None  # its exactness check
+    parked: Path | None = None  # the file the PyTorch weights are mapped from, while unchanged
 
     @property
     def model(self):
         return self.loaded.model
+
+    def park_model(self) -> None:
+        """Move the PyTorch weights to a file-backed mapping before a backend loads an artifact: the
+        gates do not touch them, so they leave the resident set (ViT-H: 2.5 GB) and page back in
+        when the next PyTorch step reads them. The file lives in the work folder."""
+        model = self.model
+        if sum(p.numel() * p.element_size() for p in model.parameters()) < PARK_ABOVE:
+            return
+        import torch
+
+        previous = self.parked
+        if previous is None:  # first park, or the weights changed since (the outlier migration)
+            fd, name = tempfile.mkstemp(prefix=PARKED, suffix=".pt", dir=self.work)
+            os.close(fd)
+            self.parked = Path(name)
+            torch.save({k: v.detach() for k, v in model.state_dict().items()}, self.parked)
+        # fresh mappings have no resident pages; never rewrite a file that is mapped (SIGBUS)
+        mapped = torch.load(self.parked, mmap=True, weights_only=True)
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            tensor.data = mapped[name]
+        release_memory()
+
+    def weights_changed(self) -> None:
+        """The next park writes a new file; the old one is unlinked (mappings keep it readable)."""
+        if self.parked is not None:
+            self.parked.unlink(missing_ok=True)
+            self.parked = None
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS: glibc keeps the arenas of a
+    freed ONNX Runtime session or PyTorch tensors, which the next backend would stack on."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 # ----------------------------------------------------------------------------- options
@@ -159,6 +202,8 @@ def export(loaded: LoadedCheckpoint, options: ExportOptions) -> Path:
             manifest = _export_into(work, loaded, options, name, records)
             for step in options.extra_steps:
                 step(work, manifest)
+            for parked in work.glob(PARKED + "*"):
+                parked.unlink()
             write_build_script(work, manifest)
             manifest.save(work)
             (work / "report.md").write_text(report.render(manifest))
@@ -213,11 +258,16 @@ def export_graph(ctx: ExportContext, record: Precision) -> Artifact:
         path = build_graph(ctx.model, GraphSpec(record.graph, opts.resolution, opset), ctx.work / record.file)
     check_onnx(path)
     matmuls = check_typed_graph(path)
+    if record.name == "fp32":  # the references first: PyTorch and ONNX Runtime never hold memory together
+        cases = random_cases(_fp32_shapes(ctx))
+        with stage("fp32 ONNX: PyTorch reference outputs"):
+            references = [reference_outputs(ctx.model, case.pixel_values) for case in cases]
+    ctx.park_model()
     backend = OnnxRuntimeBackend(path)
     label = path.name
     if record.name == "fp32":
         with stage("fp32 ONNX: parity gate vs PyTorch at several batch sizes and resolutions"):
-            validation = gate_shapes(backend, random_cases(_fp32_shapes(ctx)), ctx.model, record.gate, label)
+            validation = gate_shapes(backend, cases, references, record.gate, label)
         if ctx.eval_set is not None:
             outputs = run_batches(backend, ctx.eval_set.batches, label)
             validation.update({k: v for k, v in gate_images(outputs, ctx.eval_set, registry.Gate(), label).items()
@@ -245,6 +295,7 @@ def export_runtime_mode(ctx: ExportContext, record: Precision) -> Artifact:
     path = ctx.work / base.file
     with stage(f"{record.name}: gate {base.file} with a {record.inference_precision} inference precision "
                "(OpenVINO) vs PyTorch fp32 on held-out images"):
+        ctx.park_model()
         backend = OpenVinoBackend(path, inference_precision=record.inference_precision, cache_dir=ctx.work / ".ovcache")
         outputs = run_batches(backend, ctx.eval_set.batches, f"{base.file} in {record.name}")
         del backend
@@ -286,6 +337,7 @@ def export_quantized(ctx: ExportContext, record: Precision) -> Artifact:
                 raise ExportError(f"{path.name} breaks {len(violations)} TensorRT Q/DQ rule(s), first: {violations[0]}")
         check_onnx(path)
         with stage(f"{record.name}: gate vs PyTorch fp32 on held-out images"):
+            ctx.park_model()
             backend = OnnxRuntimeBackend(path)
             outputs = run_batches(backend, ctx.eval_set.batches, path.name)
             del backend
@@ -305,13 +357,38 @@ def export_quantized(ctx: ExportContext, record: Precision) -> Artifact:
         raise
     final = attempts[-1]
     validation["matmul_dtypes"] = check_typed_graph(path)
+    openvino_precision = _gate_openvino_bf16(ctx, record, path, validation)
     calibration = {"method": opts.calib_method, "count": len(ctx.calib_images),
                    "images": [p.name for p in ctx.calib_images]}
     quant = q.quantization_record(recipe, acts, final.float_layers, final.quantized_fraction, attempts,
                                   opts.smooth_alpha, opts.outlier_shift)
     if ctx.migration is not None:
         quant["migration_check"] = ctx.migration_check
-    return artifact_entry(ctx, record, path, validation, opset, calibration=calibration, quantization=quant)
+    return artifact_entry(ctx, record, path, validation, opset, calibration=calibration, quantization=quant,
+                          openvino_precision=openvino_precision)
+
+
+def _gate_openvino_bf16(ctx: ExportContext, record: Precision, path: Path, validation: dict) -> str | None:
+    """OpenVINO runs a quantized file's float ops (attention, LayerNorm) in bf16 by default on CPUs
+    that have it, which is what makes it fast there: gate that too, and record whether it holds."""
+    if not record.cpu_only and record.name != "int8":
+        return None
+    from ijepa_deploy.runtime.backends.openvino_backend import (OpenVinoBackend, cpu_has_bf16,
+                                                                openvino_unavailable_reason)
+
+    if openvino_unavailable_reason() or not cpu_has_bf16():
+        return "f32"
+    with stage(f"{record.name}: gate under OpenVINO with bf16 float ops"):
+        ctx.park_model()
+        backend = OpenVinoBackend(path, inference_precision="bf16", cache_dir=ctx.work / ".ovcache")
+        outputs = run_batches(backend, ctx.eval_set.batches, f"{path.name} (OpenVINO bf16)")
+        del backend
+        shutil.rmtree(ctx.work / ".ovcache", ignore_errors=True)
+    result = gate_images(outputs, ctx.eval_set, record.gate, f"{path.name} under OpenVINO bf16")
+    validation["openvino_bf16"] = {"passed": result["passed"], "metrics": result["metrics"]}
+    say(f"  {record.name} under OpenVINO bf16: {summary(result)}" + ("" if result["passed"] else
+                                                                      " -> OpenVINO will run it in f32"))
+    return "bf16" if result["passed"] else "f32"
 
 
 def _prepare_calibration(ctx: ExportContext) -> None:
@@ -339,6 +416,7 @@ def _prepare_calibration(ctx: ExportContext) -> None:
                f"{opts.smooth_alpha or 'off'}): fold into LayerNorm, v and the MatMuls"):
         ctx.migration = plan_migration(ctx.model, ctx.calibration, opts.smooth_alpha, opts.outlier_shift)
         apply_migration(ctx.model, ctx.migration)
+        ctx.weights_changed()
         ctx.migration_check = _check_migration_exact(ctx)
     if opts.calib_method != "minmax":
         from .calibration import _histogram_collector

@@ -18,13 +18,26 @@ def say(message: str) -> None:
         click.echo(message, err=True)
 
 
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory so far (VmHWM), in GB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return None
+
+
 @contextmanager
 def stage(title: str) -> Iterator[None]:
-    """Print what a stage does and, when it ends, how long it took."""
+    """Print what a stage does and, when it ends, how long it took and the peak memory so far."""
     say(f"- {title} ...")
     start = time.perf_counter()
     yield
-    say(f"  done: {title} ({time.perf_counter() - start:.1f} s)")
+    peak = peak_rss_gb()
+    say(f"  done: {title} ({time.perf_counter() - start:.1f} s" + (f", peak RSS {peak:.2f} GB)" if peak else ")"))
 
 
 def progress(items: Iterable[T], label: str) -> Iterator[T]:

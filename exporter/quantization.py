@@ -17,8 +17,6 @@ is streamed to disk like the fp32 one and needs no second copy of the model in m
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,10 +179,24 @@ def search(model: IJepaEncoder, recipe: QuantRecipe, acts: dict[str, ActQuant], 
                                              "in float)"))
     full = simulate(model, plan_for(recipe, acts, set(), shifts), calib_pixels, calib_reference, gate.k)
     order = sorted(full.noise, key=lambda n: -full.noise[n])
-    for chosen, fraction in candidate_float_sets(order, flops, total_flops, min_quantized_fraction, recipe.fc_pair):
-        sim = simulate(model, plan_for(recipe, acts, chosen, shifts), calib_pixels, calib_reference, gate.k)
-        wanted = gate.min_centered_cosine or 0.0
-        if sim.metrics["centered_cosine"] < wanted + SIM_MARGIN:
+    candidates = list(candidate_float_sets(order, flops, total_flops, min_quantized_fraction, recipe.fc_pair))
+    wanted = (gate.min_centered_cosine or 0.0) + SIM_MARGIN
+    simulated: dict[frozenset, Simulation] = {}
+
+    def sim_of(chosen: set[str]) -> Simulation:
+        key = frozenset(chosen)
+        if key not in simulated:
+            simulated[key] = simulate(model, plan_for(recipe, acts, chosen, shifts), calib_pixels, calib_reference, gate.k)
+        return simulated[key]
+
+    if candidates:  # the most permissive mix first: if even it fails, no smaller one will pass
+        chosen, fraction = candidates[-1]
+        if sim_of(chosen).metrics["centered_cosine"] < wanted:
+            attempts.append(Attempt(sorted(chosen), fraction, sim_of(chosen).metrics, None, False))
+            candidates = []
+    for chosen, fraction in candidates:
+        sim = sim_of(chosen)
+        if sim.metrics["centered_cosine"] < wanted:
             attempts.append(Attempt(sorted(chosen), fraction, sim.metrics, None, False))
             continue
         record, passed = build_and_gate(plan_for(recipe, acts, chosen, shifts))
@@ -192,19 +204,11 @@ def search(model: IJepaEncoder, recipe: QuantRecipe, acts: dict[str, ActQuant], 
         if passed:
             return record, attempts
     table = sensitivity_table(full.noise, flops, total_flops)
+    best = max((a.simulated["centered_cosine"] for a in attempts if a.simulated), default=float("nan"))
     raise GateError(f"{record['message']}; no mix keeping >= {min_quantized_fraction:.0%} of the FLOPs quantized "
-                    f"passes the gate ({len(attempts)} tried). Per-layer sensitivity (simulated on "
+                    f"passes the gate ({len(attempts)} tried; best simulated centered cosine {best:.4f}). "
+                    f"Per-layer sensitivity (simulated on "
                     f"{sum(len(p) for p in calib_pixels)} calibration images): {table}")
-
-
-@contextlib.contextmanager
-def scratch_files(path: Path):
-    """Remove a file and its external data if the block fails (an attempt's output)."""
-    try:
-        yield path
-    except BaseException:
-        remove_onnx(path)
-        raise
 
 
 def remove_onnx(path: Path) -> None:
@@ -230,6 +234,3 @@ def quantization_record(recipe: QuantRecipe, acts: dict[str, ActQuant], float_la
                       "passed": a.passed} for a in attempts],
     }
 
-
-def cleanup(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

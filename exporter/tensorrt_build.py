@@ -224,12 +224,12 @@ def _shape_gate(plan_backend, reference_backend, cases, gate, label) -> dict:
     return {"passed": True, "gate": gate.to_dict(), "checks": checks}
 
 
-def _record(manifest: Manifest, engine: Engine) -> None:
+def _record(manifest: Manifest, record: Engine) -> None:
     """Add a plan's record, replacing one for the same precision, GPU and TensorRT version."""
     manifest.engines = [e for e in manifest.engines
-                        if (e.precision, e.gpu_name, e.tensorrt_version) != (engine.precision, engine.gpu_name,
-                                                                             engine.tensorrt_version)]
-    manifest.engines.append(engine)
+                        if (e.precision, e.gpu_name, e.tensorrt_version) != (record.precision, record.gpu_name,
+                                                                             record.tensorrt_version)]
+    manifest.engines.append(record)
 
 
 def check_buildable(manifest: Manifest, precision: str, compute_capability: str) -> None:
@@ -258,15 +258,15 @@ def build_engines(folder: Path, manifest: Manifest, precisions: list[str], setti
         plan = folder / plan_name(precision, slug, env["tensorrt_version"])
         with stage(f"TensorRT {env['tensorrt_version']}: build {precision} plan on {env['gpu_name']}"):
             fields = build_plan(onnx_path, plan, settings, manifest.input_name, precision)
-        engine = Engine(**{**fields, **env})
+        record = Engine(**{**fields, **env})
         try:
             with stage(f"gate the {precision} plan vs ONNX Runtime"):
-                engine.validation = validate_plan(folder, manifest, precision, plan, engine, settings.device)
+                record.validation = validate_plan(folder, manifest, precision, plan, record, settings.device)
         except BaseException:
             plan.unlink(missing_ok=True)
             raise
-        _record(manifest, engine)
-        built.append(engine)
+        _record(manifest, record)
+        built.append(record)
     return built
 
 

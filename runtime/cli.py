@@ -14,7 +14,7 @@ import numpy as np
 from .atomic import check_writable, replace_together
 from .backends import BACKENDS
 from .embedder import Embedder
-from .errors import ImageError, UsageError, run_cli
+from .errors import ImageError, UsageError, click_entry, run_cli
 from .preprocessing import describe, parse_size
 
 
@@ -76,8 +76,8 @@ Examples:
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images and list them at the end.")
 @click.option("--no-verify", is_flag=True, help="Do not check the artifact files' sha256 before loading.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
-def main(images, artifacts, precision, backend, providers, threads, streams, batch_size, resolution, output,
-         output_dir, shard_size, resume, dtype, ray_address, similarity, top_k, skip_bad, no_verify, debug):
+def command(images, artifacts, precision, backend, providers, threads, streams, batch_size, resolution, output,
+            output_dir, shard_size, resume, dtype, ray_address, similarity, top_k, skip_bad, no_verify, debug):
     """Embed IMAGES (files, folders, path lists, tar shards) with an I-JEPA artifact folder."""
 
     def body():
@@ -135,6 +135,9 @@ def main(images, artifacts, precision, backend, providers, threads, streams, bat
             click.echo(f"skipped: {reason}", err=True)
 
     run_cli(body, debug)
+
+
+main = click_entry(command)
 
 
 class _progress:

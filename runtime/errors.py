@@ -89,3 +89,26 @@ def run_cli(func: Callable[[], T], debug: bool = False, interrupted: str = "inte
         first = str(exc).splitlines()[0] if str(exc) else ""
         echo(f"error: unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)", err=True)
         sys.exit(2)
+
+
+def click_entry(command):
+    """A console-script entry point for a click command whose usage errors (a bad option value,
+    a missing argument) are one `error:` line and exit 1, like every other user error."""
+    import click
+
+    def main(args=None):
+        try:
+            command.main(args=args, standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else " (see --help)"
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(1)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(0)
+
+    main.command = command
+    return main

@@ -93,6 +93,8 @@ class Artifact:
     min_compute_capability: str | None = None
     mode_of: str | None = None  # "fp32" for bf16: the same file run with another inference precision
     inference_precision: str | None = None
+    # OpenVINO may run this file's float ops in bf16 (gated at export on a CPU with bf16); else f32
+    openvino_precision: str | None = None
     backends: list[str] | None = None  # backends that can run it (None: any)
     calibration: dict | None = None
     quantization: dict | None = None
@@ -226,8 +228,8 @@ class Manifest:
         check_schema(data, where)
         fields = {f.name for f in dataclasses.fields(cls)} - {"folder"}
         kwargs = {k: v for k, v in data.items() if k in fields}
-        kwargs["preprocessing"] = Preprocessing(**{**data["preprocessing"], "mean": tuple(data["preprocessing"]["mean"]),
-                                                   "std": tuple(data["preprocessing"]["std"])})
+        pre = _typed(Preprocessing, data["preprocessing"])
+        kwargs["preprocessing"] = dataclasses.replace(pre, mean=tuple(pre.mean), std=tuple(pre.std))
         kwargs["artifacts"] = {k: _typed(Artifact, v) for k, v in data["artifacts"].items()}
         kwargs["engines"] = [_typed(Engine, e) for e in data["engines"]]
         manifest = cls(**kwargs)
@@ -291,8 +293,9 @@ def _drop_none(data: dict) -> dict:
 
 
 def _typed(cls, data: dict):
+    """A dataclass from schema-checked JSON; keys it does not know (newer writers) are ignored."""
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in data.items() if k in known}
     if cls is Artifact:
-        kwargs["files"] = [FileRecord(**f) for f in data["files"]]
+        kwargs["files"] = [_typed(FileRecord, f) for f in data["files"]]
     return cls(**kwargs)

@@ -239,7 +239,7 @@ def embed_collection(images: Iterable[str], output_dir: Path, artifacts: str | P
     manifest = Manifest.load(artifacts)
     art = manifest.artifact(precision)
     record = RunRecord(name=manifest.name, artifacts=str(artifacts), artifact_sha256=art.files[0].sha256,
-                       precision=precision, backend=backend, preprocessing=asdict(manifest.preprocessing),
+                       precision=precision, backend=backend, preprocessing=json.loads(json.dumps(asdict(manifest.preprocessing))),
                        inputs=images, total=total, shard_size=shard_size, dtype=dtype, dim=manifest.hidden_size,
                        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     store = prepare_folder(Path(output_dir), record, resume)

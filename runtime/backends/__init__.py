@@ -38,10 +38,10 @@ def open_backend(manifest: Manifest, precision: str, backend: str = "auto", *, v
     if backend in ("auto", "tensorrt") and "tensorrt" in allowed:
         from .tensorrt_backend import TensorRTBackend, select_engine
 
-        engine, reason = select_engine(manifest, precision, device)
-        if engine is not None:
-            path = manifest.verify_engine(engine) if verify else manifest.path(engine.file, "engine")
-            return _checked(TensorRTBackend(path, engine, device=device), manifest, engine.file)
+        record, reason = select_engine(manifest, precision, device)
+        if record is not None:
+            path = manifest.verify_engine(record) if verify else manifest.path(record.file, "engine")
+            return _checked(TensorRTBackend(path, record, device=device), manifest, record.file)
         if backend == "tensorrt":
             raise BackendError(reason)
 
@@ -49,8 +49,14 @@ def open_backend(manifest: Manifest, precision: str, backend: str = "auto", *, v
     if backend == "openvino" or (backend == "auto" and not providers and _prefer_openvino(precision, allowed)):
         from .openvino_backend import OpenVinoBackend
 
+        from .openvino_backend import cpu_has_bf16
+
         options = {"threads": threads, **(openvino or {})}
-        inference = art.inference_precision or "f32"
+        options.setdefault("static_batch", int(manifest.batch["opt"]))
+        options.setdefault("static_size", (manifest.preprocessing.height, manifest.preprocessing.width))
+        inference = art.inference_precision or art.openvino_precision or "f32"
+        if inference == "bf16" and not art.inference_precision and not cpu_has_bf16():
+            inference = "f32"  # a quantized file's float ops were gated in bf16 too, but this CPU lacks it
         return _checked(OpenVinoBackend(onnx_path, inference_precision=inference, **options), manifest, art.file)
     if "onnxruntime" not in allowed:
         raise BackendError(f"{precision} needs OpenVINO: {_openvino_reason()}")

@@ -215,19 +215,19 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, plan_path: str | Path, engine: "Engine", *, device: int = 0, contexts: int = 2):
+    def __init__(self, plan_path: str | Path, record: "Engine", *, device: int = 0, contexts: int = 2):
         import tensorrt as trt
 
         self._trt = trt
         self.device = device
         plan_path = Path(plan_path)
         local = local_environment(device)
-        check_engine_compat(engine, local, plan_path.parent)
+        check_engine_compat(record, local, plan_path.parent)
         cudart = _cudart()
         cuda_check(cudart.cudaSetDevice(device), f"cudaSetDevice({device})")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        if engine.version_compatible:
+        if record.version_compatible:
             self._runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime
         self.engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
         if self.engine is None:
