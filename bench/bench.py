@@ -29,6 +29,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ijepa_deploy.runtime.atomic import check_writable, write_atomic
 from ijepa_deploy.runtime.errors import click_entry, run_cli
 from ijepa_deploy.runtime.manifest import Manifest
 from ijepa_deploy.runtime.preprocessing import Preprocessor
@@ -83,8 +84,11 @@ def plan_specs(manifest: Manifest, backends: list[str], precisions: list[str], p
     if peers:
         specs.append("torch:transformers-bf16")
         if have_ov:
+            import openvino as ov
+
+            default = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
             specs += ["openvino-peer:fp32:default", "openvino-peer:fp32:f32"]
-            if cpu_has_bf16():
+            if cpu_has_bf16() and default != "bf16":  # where bf16 is the default, it is the default peer
                 specs.append("openvino-peer:fp32:bf16")
             specs += [f"openvino-peer:{p}:default" for p in ("int8", "int8-cpu") if p in manifest.artifacts]
     for backend in backends:
@@ -98,6 +102,8 @@ def plan_specs(manifest: Manifest, backends: list[str], precisions: list[str], p
                 continue
             if backend == "openvino" and precision not in ("fp32", "bf16", "int8", "int8-cpu"):
                 continue
+            if backend == "onnxruntime" and precision != "fp32" and not art.cpu_only:
+                continue  # the files for GPUs (fp16, int8, fp8) are not what anyone serves from a CPU
             specs.append(f"ours:{backend}:{precision}")
     return specs
 
@@ -141,7 +147,7 @@ def bench_models(runners: list[R.Runner], pixels_for, batch_sizes: list[int], wa
                     row["centered_cosine_vs_baseline"] = round(float(centered_cosine(got, ref).min()), 5)
             peak = peak_for(r.precision, peaks) if r.device == "cpu" else None
             if peak:
-                row["fraction_of_peak"] = round(ips[r.name] * gflop_per_image / peak, 3)
+                row["fraction_of_peak"] = round(ips[r.name] * gflop_per_image / peak, 4)
             results.append(row)
     return results, best_peer
 
@@ -229,21 +235,28 @@ def bench_export(variant: str, out: Path) -> dict:
 
 def bench_collection(folder: Path, images: Path, precision: str, backend: str, shard_size: int, batch: int | None,
                      iters: int) -> dict:
-    """Sharded `--output-dir` writing vs in-memory `Embedder.embed` on the same images, interleaved;
-    RSS sampled through the sharded runs."""
+    """Sharded writing vs in-memory `Embedder.embed` on the same images with the same loaded Embedder,
+    interleaved (both warmed up: compiling is not embedding); RSS sampled through the sharded runs."""
+    from dataclasses import asdict
+
     from ijepa_deploy.runtime import Embedder
-    from ijepa_deploy.runtime.shards import embed_collection
-    from ijepa_deploy.runtime.sources import expand_sources
+    from ijepa_deploy.runtime.shards import RunRecord, prepare_folder, write_shards
+    from ijepa_deploy.runtime.sources import expand_sources, iter_sources
 
     paths = expand_sources([images])
     embedder = Embedder.load(folder, precision, backend)
-    samples: list[tuple[int, int]] = []
-    times = {"memory": [], "sharded": []}
-    for i in range(iters):
+    embedder.embed(paths[:(batch or 8) + 1], batch)  # compiles the full-batch and the partial-batch models
+    samples: list[tuple[float, int]] = []
+    times: dict[str, list[float]] = {"memory": [], "sharded": []}
+    record = RunRecord(name="bench", artifacts=str(folder), artifact_sha256="0" * 64, precision=precision,
+                       backend=backend, preprocessing=json.loads(json.dumps(asdict(embedder.manifest.preprocessing))),
+                       inputs=[str(images)], total=len(paths), shard_size=shard_size, dtype="float32", dim=embedder.dim)
+    for _ in range(iters):
         start = time.perf_counter()
         embedder.embed(paths, batch)
         times["memory"].append(time.perf_counter() - start)
         stop = threading.Event()
+        samples.clear()
 
         def sample():
             while not stop.is_set():
@@ -251,22 +264,19 @@ def bench_collection(folder: Path, images: Path, precision: str, backend: str, s
                 time.sleep(0.2)
 
         with tempfile.TemporaryDirectory() as tmp:
+            store = prepare_folder(Path(tmp) / "out", record, resume=False)
             thread = threading.Thread(target=sample, daemon=True)
-            samples.clear()
             thread.start()
             start = time.perf_counter()
-            embed_collection([images], Path(tmp) / "out", folder, precision=precision, backend=backend, batch_size=batch,
-                             shard_size=shard_size, quiet=True)
-            end = time.perf_counter()
+            write_shards(embedder, store, iter_sources([images]), len(paths), batch, quiet=True)
+            times["sharded"].append(time.perf_counter() - start)
             stop.set()
             thread.join()
-        times["sharded"].append(end - start)
     embedder.close()
     ips = {k: len(paths) / float(np.median(v)) for k, v in times.items()}
-    span = [(t - samples[0][0]) / max(samples[-1][0] - samples[0][0], 1e-9) for t, _ in samples] if samples else []
-    rss = [next((mb for f, (_, mb) in zip(span, samples) if f >= q), samples[-1][1]) for q in (0.25, 0.5, 0.75, 1.0)] \
-        if samples else []
-    return {"images": len(paths), "path": f"{precision} on {backend}", "shard_size": shard_size,
+    t0, t1 = samples[0][0], samples[-1][0]
+    rss = [next(mb for t, mb in samples if t - t0 >= q * (t1 - t0)) for q in (0.25, 0.5, 0.75, 1.0)]
+    return {"images": len(paths), "path": f"{precision} on {embedder.backend.describe()}", "shard_size": shard_size,
             "in_memory_images_per_s": round(ips["memory"], 2), "sharded_images_per_s": round(ips["sharded"], 2),
             "sharded_vs_in_memory": round(ips["sharded"] / ips["memory"], 3), "sharded_rss_mb": rss}
 
@@ -309,6 +319,9 @@ def command(artifacts, backends, precision, peers, batch_sizes, warmup, iters, t
     """Benchmark our runtime against the transformers baseline and the peers, interleaved, on one machine."""
 
     def body():
+        for target in (json_path, md_path):  # before any work: a run can take half an hour
+            if target:
+                check_writable(Path(target), "benchmark output")
         folder = Path(artifacts)
         manifest = Manifest.load(folder)
         sizes = [int(b) for b in batch_sizes.split(",")]
@@ -345,36 +358,42 @@ def command(artifacts, backends, precision, peers, batch_sizes, warmup, iters, t
             click.echo(f"benchmarking {manifest.name}: {len(specs)} paths, batches {sizes}", err=True)
             with tempfile.TemporaryDirectory() as tmp:
                 weights_dir = R.reference_weights_dir(manifest, Path(tmp) / "weights")
-                runners = [R.build(spec, folder, manifest, weights_dir, threads) for spec in specs]
+                result["best_peer"] = {}
                 import torch
 
-                if torch.cuda.is_available():
-                    runners += R.torch_gpu_runners(weights_dir)
-                gc.collect()
-                result["models"], result["best_peer"] = bench_models(runners, pixels_for, sizes, warmup, iters, gflop,
-                                                                      peaks, pause)
-                for r in runners:
-                    r.close()
-                del runners
-                gc.collect()
+                from ijepa_deploy.exporter.export import release_memory
+
+                for batch in sizes:  # every path of one batch size in memory together, interleaved
+                    runners = [R.build(spec, folder, manifest, weights_dir, threads) for spec in specs]
+                    if torch.cuda.is_available():
+                        runners += R.torch_gpu_runners(weights_dir)
+                    gc.collect()
+                    rows, best = bench_models(runners, pixels_for, [batch], warmup, iters, gflop, peaks, pause)
+                    result["models"] += rows
+                    result["best_peer"].update(best)
+                    for r in runners:
+                        r.close()
+                    del runners
+                    R.forget_models()
+                    release_memory()
                 if roofline:  # again after the models: a shared machine's speed drifts; keep the best
                     after = matmul_peaks(threads)
                     peaks = {k: max(v, after.get(k, 0)) if isinstance(v, float) else v for k, v in peaks.items()}
                     for row in result["models"]:
                         peak = peak_for(row["precision"], peaks) if row["device"] == "cpu" else None
                         if peak:
-                            row["fraction_of_peak"] = round(row["achieved_gflops"] / peak, 3)
+                            row["fraction_of_peak"] = round(row["achieved_gflops"] / peak, 4)
                 result["peak_rss_mb"] = peak_memory(specs, folder, weights_dir, max(sizes), threads) if memory else None
             result["preprocessing"] = bench_preprocessing(manifest, photos, max(3, iters))
         result["roofline"] = peaks
         if collection:
             result["collection"] = bench_collection(folder, Path(collection), collection_precision, "auto", 64,
-                                                    max(sizes), max(2, iters // 2))
+                                                    None, max(2, iters // 2))
         text = render_markdown(result)
         if json_path:
-            Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+            write_atomic(Path(json_path), json.dumps(result, indent=2) + "\n")
         if md_path:
-            Path(md_path).write_text(text)
+            write_atomic(Path(md_path), text)
         click.echo(text)
 
     run_cli(body, debug)

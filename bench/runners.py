@@ -49,13 +49,23 @@ def reference_weights_dir(manifest: Manifest, folder: Path) -> Path:
     return save_hf_checkpoint(loaded.model, folder)
 
 
+_LOADED: dict[Path, object] = {}  # one transformers model serves the fp32 baseline and its bf16 autocast
+
+
 def _transformers(weights: Path, threads: int | None):
     import torch
     from transformers import IJepaModel
 
     if threads:
         torch.set_num_threads(threads)
-    return IJepaModel.from_pretrained(weights).eval()  # the default attention implementation (SDPA)
+    if weights not in _LOADED:
+        _LOADED[weights] = IJepaModel.from_pretrained(weights).eval()  # the default attention (SDPA)
+    return _LOADED[weights]
+
+
+def forget_models() -> None:
+    """Drop the shared transformers models (between batch sizes, to bound memory)."""
+    _LOADED.clear()
 
 
 def torch_runner(kind: str, weights: Path, threads: int | None) -> Runner:
@@ -104,14 +114,16 @@ def openvino_peer(folder: Path, manifest: Manifest, precision: str, hint: str, t
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(str(folder / art.file), "CPU", config)
     request = compiled.create_infer_request()
-    computes = compiled.get_property("INFERENCE_PRECISION_HINT")
+    computes = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # "bf16" / "f32"
 
     def run(pixels: np.ndarray) -> np.ndarray:
         request.infer({manifest.input_name: pixels})
         return request.get_tensor("embedding").data.copy()
 
-    label = f"OpenVINO on {art.file} ({hint}{'' if hint != 'default' else f': {computes}'})"
-    return Runner(label, "peer", str(computes), run, f"openvino-peer:{precision}:{hint}")
+    label = f"OpenVINO on {art.file} ({'default: ' + computes if hint == 'default' else hint})"
+    # a quantized file's MatMuls run in int8 whatever the float ops compute in
+    return Runner(label, "peer", precision if art.quantization else computes, run,
+                  f"openvino-peer:{precision}:{hint}")
 
 
 def ours_runner(folder: Path, backend: str, precision: str, threads: int | None) -> Runner:

@@ -88,7 +88,7 @@ class CalibrationResult:
     pixels: list[np.ndarray] = field(default_factory=list)  # the calibration batches (for the sensitivity pass)
 
 
-def _histogram_collector(method: str, symmetric: bool):
+def histogram_collector(method: str, symmetric: bool):
     from onnxruntime.quantization.calibrate import HistogramCollector
 
     return HistogramCollector(method=method, symmetric=symmetric, scenario="same", **HIST_SETTINGS[method])
@@ -100,7 +100,7 @@ def calibrate(model: IJepaEncoder, images: list[Path], preprocessor: Preprocesso
     histograms for `method` (one per symmetry asked for), and the float outputs."""
     result = CalibrationResult(stats={}, images=list(images))
     if method != "minmax":
-        result.histograms = {(method, sym): _histogram_collector(method, sym) for sym in symmetries}
+        result.histograms = {(method, sym): histogram_collector(method, sym) for sym in symmetries}
     observe(model, images, preprocessor, result, batch_size, keep_pixels)
     return result
 

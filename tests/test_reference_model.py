@@ -93,6 +93,18 @@ def test_original_checkpoint_context_and_target(hf_dir, tmp_path):
         assert (tgt.model(x).last_hidden_state - ref).abs().max().item() > 1e-2  # really the other network
 
 
+def test_legacy_non_zip_checkpoint_loads(hf_dir, tmp_path):
+    """Old torch.save files (the pre-1.6 format) cannot be memory-mapped: they load all the same."""
+    path = _original_checkpoint(hf_dir, tmp_path / "zip.pth.tar")
+    legacy = tmp_path / "IN1K-vit.legacy.14-300e.pth.tar"
+    torch.save(torch.load(path, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    loaded = load_checkpoint(legacy, variant="test-tiny-p14")
+    with torch.no_grad():
+        x = torch.randn(1, 3, 56, 56)
+        ref = _hf(hf_dir)(x).last_hidden_state
+        assert (loaded.model(x).last_hidden_state - ref).abs().max().item() <= 1e-5
+
+
 def test_sincos_table_matches_original_formula():
     table = sincos_position_table(8, 3)[0].numpy()
     # position (row 1, col 2) -> index 5; first half encodes the column (w), second the row (h)

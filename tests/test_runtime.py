@@ -21,6 +21,7 @@ from PIL import Image
 from ijepa_deploy.runtime import (BackendError, Embedder, EmbedderClosedError, ImageError, IntegrityError, Manifest,
                                   ManifestError, Preprocessor, UsageError)
 from ijepa_deploy.runtime.backends.openvino_backend import openvino_unavailable_reason
+from ijepa_deploy.runtime.similarity import cosine_rows
 
 from .conftest import one_error_line, run_module, skimage_data_dir
 
@@ -63,10 +64,6 @@ def _rewrite_manifest(folder: Path, change) -> None:
     data = json.loads((folder / "manifest.json").read_text())
     change(data)
     (folder / "manifest.json").write_text(json.dumps(data))
-
-
-def _cos(a, b):
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 # ------------------------------------------------------------------------- parity
@@ -145,7 +142,7 @@ def test_ijepa_embed_matches_transformers(tiny_artifacts, hf_dir, photos, tmp_pa
     assert [p.name for p in paths] == sorted(p.name for p in photos["eval"].iterdir()) + ["000_coffee.png"]
     expected = _hf_embeddings(hf_dir, paths, Manifest.load(tiny_artifacts))
     assert got.shape == (19, 64) and got.dtype == np.float32
-    assert _cos(got, expected).min() >= 0.9999
+    assert cosine_rows(got, expected).min() >= 0.9999
 
 
 def test_classify_matches_transformers(tiny_cls_artifacts, hf_cls_dir, photos):
@@ -154,7 +151,7 @@ def test_classify_matches_transformers(tiny_cls_artifacts, hf_cls_dir, photos):
         logits = embedder.logits(paths)
         top = embedder.classify(paths, top_k=3)
     expected = _hf_embeddings(hf_cls_dir, paths, Manifest.load(tiny_cls_artifacts), cls=True)
-    assert _cos(logits, expected).min() >= 0.9999 and np.abs(logits - expected).max() <= 1e-4
+    assert cosine_rows(logits, expected).min() >= 0.9999 and np.abs(logits - expected).max() <= 1e-4
     assert [t[0][0] for t in top] == [f"class_{i}" for i in expected.argmax(1)]
 
 

@@ -52,7 +52,7 @@ def open_backend(manifest: Manifest, precision: str, backend: str = "auto", *, v
         from .openvino_backend import cpu_has_bf16
 
         options = {"threads": threads, **(openvino or {})}
-        options.setdefault("static_batch", int(manifest.batch["opt"]))
+        options.setdefault("static_batch", int(manifest.batch["opt"]))  # the Embedder's default batch
         options.setdefault("static_size", (manifest.preprocessing.height, manifest.preprocessing.width))
         inference = art.inference_precision or art.openvino_precision or "f32"
         if inference == "bf16" and not art.inference_precision and not cpu_has_bf16():

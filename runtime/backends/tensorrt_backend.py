@@ -31,8 +31,9 @@ CROSS_MAJOR = {(10, 11), (8, 10)}
 
 
 def install_hint(cuda_major: int | None = None) -> str:
-    extra = f"tensorrt-cu{cuda_major}" if cuda_major in (12, 13) else "tensorrt"
-    return f"pip install 'ijepa-deploy[{extra}]' on the GPU machine (the extra pins cuda-python to the driver's CUDA)"
+    if cuda_major in (12, 13):
+        return f"pip install 'ijepa-deploy[tensorrt-cu{cuda_major}]' on the GPU machine"
+    return "pip install 'ijepa-deploy[tensorrt-cu12]', or [tensorrt-cu13] for a CUDA 13 driver, on the GPU machine"
 
 
 def _cudart():
