@@ -118,12 +118,12 @@ def embed_collection_on_ray(store, record, address: str, *, batch_size: int | No
                             actor_cls=EmbedActor) -> None:
     """Write every incomplete shard of `store` with a Ray actor pool; each shard's rows are checked to
     be exactly its inputs, once, before the shard is committed."""
-    from ijepa_deploy.runtime.shards import Row, _Progress, pending_inputs
+    from ijepa_deploy.runtime.shards import Row, Progress, pending_inputs
     from ijepa_deploy.runtime.sources import TarMember, iter_sources
 
     ray = connect(address)
     actors = actors or max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
-    progress = _Progress(record.total, 0) if not quiet else None
+    progress = Progress(record.total, 0) if not quiet else None
     current, items = None, []
 
     def run_shard(k: int, shard_items: list[dict]) -> None:

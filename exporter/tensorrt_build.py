@@ -31,7 +31,7 @@ from . import report
 from .errors import EngineBuildError
 from .progress import say, stage
 from .trtexec_script import SCRIPT_NAME, plan_name, profile_shapes, timing_cache_name
-from .validation import gate_images, random_cases, require
+from .validation import gate_images, gate_shapes, random_cases, require
 
 ATTENTION_KERNEL = re.compile(r"mha|fmha|flash|attention|_sdpa|myelin.*softmax", re.IGNORECASE)
 
@@ -193,7 +193,9 @@ def validate_plan(folder: Path, manifest: Manifest, precision: str, plan: Path, 
             if precision != "fp32":
                 raise EngineBuildError(f"cannot gate the {precision} plan: {described} (re-export with --eval-images)")
             shapes = [tuple(s[i] for i in (0, 2, 3)) for s in (entry.profiles[0]["min"], entry.profiles[0]["max"])]
-            record = _shape_gate(plan_backend, reference_backend, random_cases(shapes), gate, label)
+            cases = random_cases(shapes)
+            record = gate_shapes(plan_backend, cases, [reference_backend.run(c.pixel_values) for c in cases], gate,
+                                 label)
         else:
             names = ["last_hidden_state", "embedding"]
             ref = [reference_backend.run(b, names) for b in batches]
@@ -205,23 +207,6 @@ def validate_plan(folder: Path, manifest: Manifest, precision: str, plan: Path, 
         plan_backend.close()
     record["reference"] = f"ONNX Runtime on {onnx_path.name}"
     return record
-
-
-def _shape_gate(plan_backend, reference_backend, cases, gate, label) -> dict:
-    checks = []
-    for case in cases:
-        ref, got = reference_backend.run(case.pixel_values), plan_backend.run(case.pixel_values)
-        cos = float(np.min((ref["embedding"] * got["embedding"]).sum(1) / np.linalg.norm(ref["embedding"], axis=1)
-                           / np.linalg.norm(got["embedding"], axis=1)))
-        max_abs = float(np.abs(ref["last_hidden_state"] - got["last_hidden_state"]).max())
-        b, h, w = case.shape
-        checks.append({"batch": b, "height": h, "width": w, "inputs": case.inputs, "min_cosine": cos, "max_abs": max_abs,
-                       "passed": not gate.failures({"pooled_cosine": cos, "max_abs": max_abs})})
-    failed = [c for c in checks if not c["passed"]]
-    if failed:
-        raise EngineBuildError(f"{label} failed the fp32 gate at batch {failed[0]['batch']}: cosine "
-                               f"{failed[0]['min_cosine']:.6f}, max abs {failed[0]['max_abs']:.3g}")
-    return {"passed": True, "gate": gate.to_dict(), "checks": checks}
 
 
 def _record(manifest: Manifest, record: Engine) -> None:

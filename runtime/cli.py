@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -16,6 +15,7 @@ from .backends import BACKENDS
 from .embedder import Embedder
 from .errors import ImageError, UsageError, click_entry, run_cli
 from .preprocessing import describe, parse_size
+from .shards import Progress
 
 
 def output_paths(output: str) -> tuple[Path, Path]:
@@ -106,13 +106,16 @@ def command(images, artifacts, precision, backend, providers, threads, streams, 
         with Embedder.load(artifacts, precision, backend, providers=providers, threads=threads, resolution=size,
                            verify=not no_verify, openvino=openvino) as embedder:
             kept, bad, parts = [], [], []
-            with _progress(len(paths)) as bar:
+            progress = Progress(len(paths), 0)
+            try:
                 for prepared, values in embedder.run_batches(paths, batch_size, skip_bad=skip_bad):
                     for item, ok, error in zip(prepared.inputs, prepared.ok, prepared.errors):
                         (kept if ok else bad).append(item if ok else (item, error))
                     if len(values):
                         parts.append(values)
-                    bar(len(prepared.inputs))
+                    progress.update(len(prepared.inputs))
+            finally:
+                progress.close()
             if not kept:
                 raise ImageError("none of the inputs could be read as an image")
             vectors = np.concatenate(parts)
@@ -138,25 +141,6 @@ def command(images, artifacts, precision, backend, providers, threads, streams, 
 
 
 main = click_entry(command)
-
-
-class _progress:
-    """A progress bar on a terminal for long runs; a no-op otherwise."""
-
-    def __init__(self, total: int):
-        self.bar = None
-        if total >= 16 and sys.stderr.isatty():
-            self.bar = click.progressbar(length=total, label="embedding", file=sys.stderr)
-
-    def __enter__(self):
-        if self.bar is None:
-            return lambda n: None
-        self.bar.__enter__()
-        return self.bar.update
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 def _print_similarity(paths: list, matrix: np.ndarray) -> None:

@@ -61,9 +61,9 @@ def build_index(folder: Path, kind: str = "auto", *, exact_below: int = EXACT_BE
                 pq_m: int | None = None, nprobe: int = 32, recall_queries: int = 200, seed: int = 0) -> dict:
     """Build `folder/index.faiss` from the collection; returns its record (with recall@10 vs exact)."""
     faiss = _faiss()
-    from .shards import _load_run
+    from .shards import load_run
 
-    run = _load_run(folder)
+    run = load_run(folder)
     if run is None:
         raise UserError(f"{folder} has no run.json: not an ijepa-embed --output-dir folder")
     count = 0

@@ -153,7 +153,7 @@ class RunRecord:
         return [k for k in keys if getattr(self, k) != getattr(other, k)]
 
 
-def _load_run(folder: Path) -> RunRecord | None:
+def load_run(folder: Path) -> RunRecord | None:
     path = folder / RUN_NAME
     if not path.exists():
         return None
@@ -170,7 +170,7 @@ def prepare_folder(folder: Path, record: RunRecord, resume: bool) -> ShardStore:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
-    existing = _load_run(folder)
+    existing = load_run(folder)
     if existing is not None:
         if not resume:
             raise CollectionError(f"{folder} already holds a run ({existing.total} inputs, {existing.precision}); "
@@ -191,13 +191,13 @@ def prepare_folder(folder: Path, record: RunRecord, resume: bool) -> ShardStore:
     return store
 
 
-class _Progress:
-    """images/s and ETA on a terminal."""
+class Progress:
+    """Images done, images/s and ETA, on a terminal only (for runs of 16 images or more)."""
 
     def __init__(self, total: int, done: int):
         self.total, self.done, self.start = total, done, time.perf_counter()
         self.first = done
-        self.tty = sys.stderr.isatty()
+        self.tty = sys.stderr.isatty() and total >= 16
 
     def update(self, n: int) -> None:
         self.done += n
@@ -269,7 +269,7 @@ def write_shards(embedder, store: ShardStore, sources: Iterable, total: int, bat
             indices.append(index)
             yield source
 
-    progress = _Progress(total, 0)
+    progress = Progress(total, 0)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ijepa-shard-writer")
     in_flight: Future | None = None
     current, rows, parts = None, [], []
@@ -311,7 +311,7 @@ def iter_shards(folder: str | Path, *, verify: bool = True):
     in input order; embeddings and paths cover the readable images only."""
     pa, pq = _pyarrow()
     folder = Path(folder)
-    record = _load_run(folder)
+    record = load_run(folder)
     if record is None:
         raise CollectionError(f"{folder} has no {RUN_NAME}: not an ijepa-embed --output-dir folder")
     store = ShardStore(folder, record.shard_size, record.dtype)
