@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from ijepa_deploy.runtime.manifest import Manifest
+from ijepa_deploy.contract.manifest import Manifest
 
 BASELINE = "transformers fp32 (SDPA)"
 
@@ -40,12 +40,12 @@ def reference_weights_dir(manifest: Manifest, folder: Path) -> Path:
     from ijepa_deploy.reference_model import load_checkpoint, save_hf_checkpoint
 
     src = manifest.checkpoint
-    if src["kind"] == "random-init":
-        loaded = load_checkpoint(variant=src["variant"], random_init=True, seed=src["seed"])
-    elif src["kind"] == "original-ijepa":
-        loaded = load_checkpoint(src["location"], variant=src.get("variant"), encoder=src.get("encoder") or "context")
+    if src.kind == "random-init":
+        loaded = load_checkpoint(variant=src.variant, random_init=True, seed=src.seed)
+    elif src.kind == "original-ijepa":
+        loaded = load_checkpoint(src.location, variant=src.variant, encoder=src.encoder or "context")
     else:  # a bare safetensors file needs its variant too
-        loaded = load_checkpoint(src["location"], variant=src.get("variant"))
+        loaded = load_checkpoint(src.location, variant=src.variant)
     return save_hf_checkpoint(loaded.model, folder)
 
 

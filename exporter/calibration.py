@@ -24,40 +24,18 @@ import torch
 from ijepa_deploy.reference_model import IJepaEncoder
 from ijepa_deploy.runtime.preprocessing import Preprocessor
 
+from .layers import input_keys, input_spec, module
 from .progress import progress
 
 METHODS = ("minmax", "percentile", "entropy")
-# Quantized layers by role, and the input tensor each reads ("qkv" = norm1's output, read by three).
-ROLES = ("attn.query", "attn.key", "attn.value", "attn.proj", "mlp.fc1", "mlp.fc2")
-INPUT_OF = {"attn.query": "attn.qkv", "attn.key": "attn.qkv", "attn.value": "attn.qkv", "attn.proj": "attn.proj",
-            "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
 HIST_SETTINGS = {"percentile": {"num_bins": 2048, "num_quantized_bins": 128, "percentile": 99.999},
                  "entropy": {"num_bins": 128, "num_quantized_bins": 128, "percentile": 99.999}}
 
 
-def layer_names(model: IJepaEncoder) -> list[str]:
-    """Every quantizable weight MatMul, by the name the ONNX graph gives it (without `.MatMul`)."""
-    return [f"blocks.{i}.{role}" for i in range(len(model.blocks)) for role in ROLES]
-
-
-def input_tensor(layer: str) -> str:
-    """The calibration key of a layer's input: blocks.3.attn.key -> blocks.3.attn.qkv."""
-    block, _, role = layer.partition(".attn.") if ".attn." in layer else layer.partition(".mlp.")
-    full_role = ("attn." if ".attn." in layer else "mlp.") + role
-    return f"{block}.{INPUT_OF[full_role]}"
-
-
-def _module(model: IJepaEncoder, layer: str) -> torch.nn.Linear:
-    module = model
-    for part in layer.split("."):
-        module = module[int(part)] if part.isdigit() else getattr(module, part)
-    return module
-
-
 def hooked_inputs(model: IJepaEncoder) -> dict[str, torch.nn.Linear]:
-    """One linear per input tensor (q for q/k/v), whose input the hooks observe."""
-    return {input_tensor(name): _module(model, name) for name in layer_names(model)
-            if not name.endswith(("attn.key", "attn.value"))}
+    """One reader per input tensor (q for q/k/v), whose input the hooks observe."""
+    return {key: module(model, key.rsplit(".", 2)[0] + "." + input_spec(key).readers[0])
+            for key in input_keys(len(model.blocks))}
 
 
 @dataclass
@@ -74,16 +52,11 @@ class TensorStats:
         self.channel_hi = c_hi if self.channel_hi is None else np.maximum(self.channel_hi, c_hi)
         self.lo, self.hi = min(self.lo, float(c_lo.min())), max(self.hi, float(c_hi.max()))
 
-    @property
-    def channel_absmax(self) -> np.ndarray:
-        return np.maximum(np.abs(self.channel_lo), np.abs(self.channel_hi))
-
 
 @dataclass
 class CalibrationResult:
     stats: dict[str, TensorStats]
     histograms: dict[tuple[str, bool], object] = field(default_factory=dict)  # (method, symmetric) -> collector
-    images: list[Path] = field(default_factory=list)
     reference: dict[str, np.ndarray] = field(default_factory=dict)  # float outputs on the calibration images
     pixels: list[np.ndarray] = field(default_factory=list)  # the calibration batches (for the sensitivity pass)
 
@@ -98,7 +71,7 @@ def calibrate(model: IJepaEncoder, images: list[Path], preprocessor: Preprocesso
               symmetries: tuple[bool, ...] = (), batch_size: int = 4, keep_pixels: int = 8) -> CalibrationResult:
     """One streaming pass over `images`: per-tensor and per-channel ranges of every quantized input,
     histograms for `method` (one per symmetry asked for), and the float outputs."""
-    result = CalibrationResult(stats={}, images=list(images))
+    result = CalibrationResult(stats={})
     if method != "minmax":
         result.histograms = {(method, sym): histogram_collector(method, sym) for sym in symmetries}
     observe(model, images, preprocessor, result, batch_size, keep_pixels)
@@ -114,7 +87,7 @@ def observe(model: IJepaEncoder, images: list[Path], preprocessor: Preprocessor,
     handles = []
 
     def hook(name):
-        def fn(module, args):
+        def fn(_module, args):
             x = args[0].detach().float()
             if shifts and name in shifts:
                 x = x - torch.from_numpy(shifts[name]).float()
@@ -127,8 +100,8 @@ def observe(model: IJepaEncoder, images: list[Path], preprocessor: Preprocessor,
                         collector.collect({name: array})
         return fn
 
-    for name, module in targets.items():
-        handles.append(module.register_forward_pre_hook(hook(name)))
+    for name, linear in targets.items():
+        handles.append(linear.register_forward_pre_hook(hook(name)))
     try:
         batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
         kept = 0

@@ -1,9 +1,9 @@
 """The exporter's errors: all are user errors (one line, exit 1). A leaf module: imports nothing of ours
-but the runtime's base class, so every exporter module can raise them without import cycles."""
+but the contract's base class, so every exporter module can raise them without import cycles."""
 
 from __future__ import annotations
 
-from ijepa_deploy.runtime.errors import UserError
+from ijepa_deploy.contract.errors import UserError
 
 
 class ExportError(UserError, RuntimeError):

@@ -1,21 +1,15 @@
-"""Stage timing and progress bars for long steps (printed to stderr)."""
+"""Stage timing and progress bars for long export steps, through logging (the CLI decides what shows)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
-import click
-
 T = TypeVar("T")
-quiet = False
-
-
-def say(message: str) -> None:
-    if not quiet:
-        click.echo(message, err=True)
+log = logging.getLogger("ijepa_deploy.exporter")
 
 
 def peak_rss_gb() -> float | None:
@@ -32,19 +26,21 @@ def peak_rss_gb() -> float | None:
 
 @contextmanager
 def stage(title: str) -> Iterator[None]:
-    """Print what a stage does and, when it ends, how long it took and the peak memory so far."""
-    say(f"- {title} ...")
+    """Log what a stage does and, when it ends, how long it took and the peak memory so far."""
+    log.info("- %s ...", title)
     start = time.perf_counter()
     yield
     peak = peak_rss_gb()
-    say(f"  done: {title} ({time.perf_counter() - start:.1f} s" + (f", peak RSS {peak:.2f} GB)" if peak else ")"))
+    log.info("  done: %s (%.1f s%s)", title, time.perf_counter() - start, f", peak RSS {peak:.2f} GB" if peak else "")
 
 
 def progress(items: Iterable[T], label: str) -> Iterator[T]:
-    """A progress bar on an interactive terminal; plain iteration otherwise."""
+    """A progress bar on an interactive terminal when progress is being shown; plain iteration otherwise."""
     items = list(items)
-    if quiet or not sys.stderr.isatty() or len(items) < 2:
+    if not log.isEnabledFor(logging.INFO) or not sys.stderr.isatty() or len(items) < 2:
         yield from items
         return
+    import click
+
     with click.progressbar(items, label=f"  {label}", file=sys.stderr) as bar:
         yield from bar

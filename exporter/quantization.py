@@ -1,18 +1,10 @@
-"""Quantized artifacts (int8, int8-cpu, fp8): calibrated Q/DQ, SmoothQuant, mixed precision, gates.
+"""Quantization arithmetic: activation parameters from calibrated ranges, fake quantization exactly
+as ONNX's QuantizeLinear/DequantizeLinear compute it, the simulation of a quantization plan in
+PyTorch (per-layer noise and the gate's figures), and the manifest's quantization record.
 
-The recipe comes from the precision registry; the graph builder writes the Q/DQ itself (weights
-stored quantized per output channel, one Q/DQ pair per activation tensor), so the quantized file
-is streamed to disk like the fp32 one and needs no second copy of the model in memory.
-
-1. Calibration (calibration.py) and SmoothQuant (smoothing.py) are shared by every quantized
-   precision of one export.
-2. Every weight MatMul is quantized and the artifact is gated on held-out images.
-3. If the gate fails, a simulation in PyTorch (fake quantization with exactly the file's scales)
-   measures each layer's quantization noise; the noisiest layers are kept in float (float32 in the
-   Q/DQ base graph; with TensorRT's rule that fc1 is quantized only together with fc2), 1, 2, 4, 8,
-   ... at a time, until the simulated calibration set and then the held-out gate pass, while at
-   least `min_quantized_fraction` of the model's FLOPs stay quantized. Otherwise the export fails
-   with a per-layer sensitivity table and leaves nothing behind.
+The graph builder writes the Q/DQ itself (weights stored quantized per output channel, one Q/DQ pair
+per activation tensor); the simulation uses exactly the file's scales, so it ranks layers by the
+noise the file will have.
 """
 
 from __future__ import annotations
@@ -27,12 +19,9 @@ import torch.nn.functional as F
 from ijepa_deploy.reference_model import IJepaEncoder
 from ijepa_deploy.runtime.similarity import compare
 
-from .calibration import _module, input_tensor, layer_names
-from .errors import GateError
+from .layers import module
 from .onnx_graph import FP8, FP8_MAX, INT8, UINT8, ActQuant, QuantPlan
-from .precisions import Gate, QuantRecipe
-
-SIM_MARGIN = 0.005  # the simulation must beat the gate by this much before a file is built
+from .precisions import QuantRecipe
 
 
 def act_quant(lo: float, hi: float, activation: str) -> ActQuant:
@@ -65,17 +54,6 @@ def fake_quant_weight(w: torch.Tensor, dtype: int) -> torch.Tensor:
     return torch.round(w / scale).clamp(-127, 127) * scale
 
 
-def layer_flops(model: IJepaEncoder, tokens: int) -> dict[str, float]:
-    """FLOPs per image of every quantizable layer at `tokens` tokens."""
-    return {name: 2.0 * tokens * m.in_features * m.out_features
-            for name in layer_names(model) for m in [_module(model, name)]}
-
-
-def with_fc_pairs(float_layers: set[str]) -> set[str]:
-    """TensorRT's rule: fc1 is quantized only together with its fc2, so a float fc2 makes fc1 float."""
-    return float_layers | {n.replace("mlp.fc2", "mlp.fc1") for n in float_layers if n.endswith("mlp.fc2")}
-
-
 @dataclass
 class Simulation:
     metrics: dict
@@ -94,11 +72,11 @@ def simulate(model: IJepaEncoder, plan: QuantPlan, pixels: list[np.ndarray], ref
         shift = plan.input_shifts.get(name)
         z = torch.from_numpy(shift).float() if shift is not None else None
 
-        def fn(module, args, output):
-            x, bias = args[0], module.bias
+        def fn(linear, args, output):
+            x, bias = args[0], linear.bias
             if z is not None:
-                x, bias = x - z, bias + module.weight @ z
-            y = F.linear(fake_quant(x, act), fake_quant_weight(module.weight, plan.weight_dtype), bias)
+                x, bias = x - z, bias + linear.weight @ z
+            y = F.linear(fake_quant(x, act), fake_quant_weight(linear.weight, plan.weight_dtype), bias)
             centered = output - output.mean(dim=tuple(range(output.dim() - 1)), keepdim=True)
             noise_num[name] = noise_num.get(name, 0.0) + float(((y - output) ** 2).sum())
             noise_den[name] = noise_den.get(name, 0.0) + float((centered ** 2).sum())
@@ -106,7 +84,7 @@ def simulate(model: IJepaEncoder, plan: QuantPlan, pixels: list[np.ndarray], ref
         return fn
 
     for name, act in plan.activations.items():
-        handles.append(_module(model, name).register_forward_hook(hook(name, act)))
+        handles.append(module(model, name).register_forward_hook(hook(name, act)))
     try:
         outs = [model(torch.from_numpy(p)) for p in pixels]
     finally:
@@ -125,99 +103,13 @@ def plan_for(recipe: QuantRecipe, acts: dict[str, ActQuant], float_layers: set[s
     return QuantPlan(weight, quantized, {n: z for n, z in (shifts or {}).items() if n in quantized})
 
 
-def candidate_float_sets(order: list[str], flops: dict[str, float], total_flops: float, min_fraction: float,
-                         fc_pair: bool):
-    """Float-layer sets from the noisiest layers: 1, 2, 4, 8, ... of them, while enough stays quantized."""
-    quantizable = sum(flops.values())
-    k, seen = 1, set()
-    while k <= len(order):
-        chosen = set(order[:k])
-        if fc_pair:
-            chosen = with_fc_pairs(chosen)
-        fraction = (quantizable - sum(flops[n] for n in chosen)) / total_flops
-        if fraction < min_fraction:
-            return
-        key = frozenset(chosen)
-        if key not in seen:
-            seen.add(key)
-            yield chosen, fraction
-        k *= 2
-
-
-def sensitivity_table(noise: dict[str, float], flops: dict[str, float], total: float, limit: int = 12) -> str:
-    rows = sorted(noise.items(), key=lambda kv: -kv[1])[:limit]
-    lines = ["layer | noise/signal | share of FLOPs"]
-    lines += [f"{name} | {value:.3g} | {flops[name] / total:.1%}" for name, value in rows]
-    return "; ".join(lines)
-
-
-@dataclass
-class Attempt:
-    float_layers: list[str]
-    quantized_fraction: float
-    simulated: dict | None
-    gate: dict | None
-    passed: bool
-
-
-def search(model: IJepaEncoder, recipe: QuantRecipe, acts: dict[str, ActQuant], gate: Gate,
-           calib_pixels: list[np.ndarray], calib_reference: dict[str, np.ndarray], total_flops: float, tokens: int,
-           build_and_gate, mixed_precision: bool = True, min_quantized_fraction: float = 0.5,
-           shifts: dict[str, np.ndarray] | None = None) -> tuple[dict, list]:
-    """Find the smallest float-layer set whose file passes `build_and_gate` (which returns the gate
-    record and whether it passed). Returns (gate record, attempts); raises GateError with the table."""
-    flops = layer_flops(model, tokens)
-    quantizable = sum(flops.values())
-    attempts: list[Attempt] = []
-    record, passed = build_and_gate(plan_for(recipe, acts, set(), shifts))
-    attempts.append(Attempt([], quantizable / total_flops, None, record["metrics"], passed))
-    if passed:
-        return record, attempts
-    if not mixed_precision or not calib_pixels:
-        raise GateError(record["message"] + ("" if mixed_precision else
-                                             " (mixed precision is off: --mixed-precision keeps the worst layers "
-                                             "in float)"))
-    full = simulate(model, plan_for(recipe, acts, set(), shifts), calib_pixels, calib_reference, gate.k)
-    order = sorted(full.noise, key=lambda n: -full.noise[n])
-    candidates = list(candidate_float_sets(order, flops, total_flops, min_quantized_fraction, recipe.fc_pair))
-    wanted = (gate.min_centered_cosine or 0.0) + SIM_MARGIN
-    simulated: dict[frozenset, Simulation] = {}
-
-    def sim_of(chosen: set[str]) -> Simulation:
-        key = frozenset(chosen)
-        if key not in simulated:
-            simulated[key] = simulate(model, plan_for(recipe, acts, chosen, shifts), calib_pixels, calib_reference, gate.k)
-        return simulated[key]
-
-    if candidates:  # the most permissive mix first: if even it fails, no smaller one will pass
-        chosen, fraction = candidates[-1]
-        if sim_of(chosen).metrics["centered_cosine"] < wanted:
-            attempts.append(Attempt(sorted(chosen), fraction, sim_of(chosen).metrics, None, False))
-            candidates = []
-    for chosen, fraction in candidates:
-        sim = sim_of(chosen)
-        if sim.metrics["centered_cosine"] < wanted:
-            attempts.append(Attempt(sorted(chosen), fraction, sim.metrics, None, False))
-            continue
-        record, passed = build_and_gate(plan_for(recipe, acts, chosen, shifts))
-        attempts.append(Attempt(sorted(chosen), fraction, sim.metrics, record["metrics"], passed))
-        if passed:
-            return record, attempts
-    table = sensitivity_table(full.noise, flops, total_flops)
-    best = max((a.simulated["centered_cosine"] for a in attempts if a.simulated), default=float("nan"))
-    raise GateError(f"{record['message']}; no mix keeping >= {min_quantized_fraction:.0%} of the FLOPs quantized "
-                    f"passes the gate ({len(attempts)} tried; best simulated centered cosine {best:.4f}). "
-                    f"Per-layer sensitivity (simulated on "
-                    f"{sum(len(p) for p in calib_pixels)} calibration images): {table}")
-
-
 def remove_onnx(path: Path) -> None:
     path.unlink(missing_ok=True)
     path.with_name(path.name + ".data").unlink(missing_ok=True)
 
 
 def quantization_record(recipe: QuantRecipe, acts: dict[str, ActQuant], float_layers: list[str], fraction: float,
-                        attempts: list[Attempt], smoothing_alpha: float | None, outlier_shift: bool) -> dict:
+                        attempts: list, smoothing_alpha: float | None, outlier_shift: bool) -> dict:
     return {
         "activations": {"int8": "int8 symmetric per tensor", "uint8": "uint8 asymmetric per tensor",
                         "fp8e4m3": "float8 E4M3 symmetric per tensor"}[recipe.activation],

@@ -12,7 +12,9 @@ per precision, GPU and TensorRT version: a second GPU's plan is added beside the
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -20,18 +22,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ijepa_deploy.runtime.atomic import write_atomic
-from ijepa_deploy.runtime.backends.tensorrt_backend import (TensorRTBackend, gpu_slug, local_environment,
-                                                            tensorrt_unavailable_reason)
-from ijepa_deploy.runtime.integrity import confined, sha256_file
-from ijepa_deploy.runtime.manifest import Engine, Manifest
+from ijepa_deploy.contract.atomic import write_atomic
+from ijepa_deploy.contract.integrity import confined, sha256_file, verify_file
+from ijepa_deploy.contract.manifest import Engine, Manifest, Validation
+from ijepa_deploy.contract.naming import (BUILD_SCRIPT_NAME, REPORT_NAME, gpu_slug, parse_plan_name, plan_name,
+                                          timing_cache_name)
+from ijepa_deploy.contract.precisions import default_plan_precisions
+from ijepa_deploy.contract.records import load_record
+from ijepa_deploy.runtime.backends.tensorrt_backend import TensorRTBackend, local_environment, tensorrt_unavailable_reason
 
-from . import precisions as registry
 from . import report
 from .errors import EngineBuildError
-from .progress import say, stage
-from .trtexec_script import SCRIPT_NAME, plan_name, profile_shapes, timing_cache_name
-from .validation import gate_images, gate_shapes, random_cases, require
+from .gates import EvalSet, gate_images, gate_shapes, random_cases, require
+from .precisions import get as export_precision
+from .progress import stage
+from .trtexec_script import profile_shapes
+
+log = logging.getLogger(__name__)
 
 ATTENTION_KERNEL = re.compile(r"mha|fmha|flash|attention|_sdpa|myelin.*softmax", re.IGNORECASE)
 
@@ -53,7 +60,8 @@ def missing_tensorrt_message(folder: Path) -> str | None:
     if reason is None:
         return None
     return (f"cannot build TensorRT engines here: {reason}. On the target GPU run "
-            f"`ijepa-export build-engine --artifacts {folder}`, or {folder / SCRIPT_NAME} where only trtexec exists (JetPack)")
+            f"`ijepa-export build-engine --artifacts {folder}`, or {folder / BUILD_SCRIPT_NAME} where only trtexec exists "
+            "(JetPack)")
 
 
 def _strongly_typed_flags(trt) -> int:
@@ -75,7 +83,7 @@ def _make_logger(trt):
             if severity <= trt.ILogger.Severity.ERROR:
                 self.errors.append(msg)
             if severity <= trt.ILogger.Severity.WARNING:
-                say(f"  [TensorRT] {msg}")
+                log.warning("  [TensorRT] %s", msg)
 
     return Logger()
 
@@ -129,7 +137,7 @@ def build_plan(onnx_path: Path, plan_path: Path, settings: BuildSettings, input_
     if settings.timing_cache:
         cache = config.get_timing_cache()
         if cache is None:
-            say("  warning: TensorRT returned no timing cache to save")
+            log.warning("  warning: TensorRT returned no timing cache to save")
         else:
             write_atomic(settings.timing_cache, bytes(cache.serialize()))
     return {"file": plan_path.name, "sha256": sha256_file(plan_path), "bytes": plan_path.stat().st_size,
@@ -166,12 +174,10 @@ def gate_inputs(folder: Path, manifest: Manifest) -> tuple[list[np.ndarray] | No
     record = manifest.gate_inputs
     if not record:
         return None, "no held-out images were stored with the artifacts"
-    path = manifest.path(record["path"])
-    from ijepa_deploy.runtime.integrity import verify_file
-
-    verify_file(path, record["sha256"], record["bytes"])
+    path = manifest.path(record.path)
+    verify_file(path, record.sha256, record.bytes)
     pixels = np.load(path, allow_pickle=False).astype(np.float32)
-    step = manifest.batch["max"]
+    step = manifest.batch.max
     return [pixels[i:i + step] for i in range(0, len(pixels), step)], f"{len(pixels)} held-out images"
 
 
@@ -180,9 +186,7 @@ def validate_plan(folder: Path, manifest: Manifest, precision: str, plan: Path, 
     """Compare the plan with its source ONNX under ONNX Runtime, with the precision's gate."""
     from ijepa_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    from .validation import EvalSet
-
-    gate = registry.get(precision).gate
+    gate = export_precision(precision).gate
     onnx_path = manifest.verify(precision)
     reference_backend = OnnxRuntimeBackend(onnx_path)
     plan_backend = TensorRTBackend(plan, entry, device=device)
@@ -206,22 +210,14 @@ def validate_plan(folder: Path, manifest: Manifest, precision: str, plan: Path, 
     finally:
         plan_backend.close()
     record["reference"] = f"ONNX Runtime on {onnx_path.name}"
-    return record
-
-
-def _record(manifest: Manifest, record: Engine) -> None:
-    """Add a plan's record, replacing one for the same precision, GPU and TensorRT version."""
-    manifest.engines = [e for e in manifest.engines
-                        if (e.precision, e.gpu_name, e.tensorrt_version) != (record.precision, record.gpu_name,
-                                                                             record.tensorrt_version)]
-    manifest.engines.append(record)
+    return load_record(Validation, record)
 
 
 def check_buildable(manifest: Manifest, precision: str, compute_capability: str) -> None:
     art = manifest.artifact(precision)
     if not art.tensorrt:
         raise EngineBuildError(f"{precision} is not for TensorRT ({art.description or 'CPU only'}); build "
-                               f"{' or '.join(registry.tensorrt_buildable())} instead")
+                               f"{' or '.join(p for p, a in manifest.artifacts.items() if a.tensorrt)} instead")
     if art.min_compute_capability:
         need = tuple(int(x) for x in art.min_compute_capability.split("."))
         have = tuple(int(x) for x in compute_capability.split("."))
@@ -230,8 +226,9 @@ def check_buildable(manifest: Manifest, precision: str, compute_capability: str)
                                    f"Blackwell); this GPU has {compute_capability}: build fp16 or int8 instead")
 
 
-def build_engines(folder: Path, manifest: Manifest, precisions: list[str], settings: BuildSettings) -> list[Engine]:
-    """Build, gate and record plans for `precisions` on this GPU; returns the new records."""
+def build_engines(folder: Path, manifest: Manifest, precisions: list[str],
+                  settings: BuildSettings) -> tuple[Manifest, list[Engine]]:
+    """Build, gate and record plans for `precisions` on this GPU; returns the manifest with them and the new records."""
     env = local_environment(settings.device)
     slug = gpu_slug(env["gpu_name"])
     for precision in precisions:
@@ -243,30 +240,30 @@ def build_engines(folder: Path, manifest: Manifest, precisions: list[str], setti
         plan = folder / plan_name(precision, slug, env["tensorrt_version"])
         with stage(f"TensorRT {env['tensorrt_version']}: build {precision} plan on {env['gpu_name']}"):
             fields = build_plan(onnx_path, plan, settings, manifest.input_name, precision)
-        record = Engine(**{**fields, **env})
+        record = load_record(Engine, {**fields, **env})
         try:
             with stage(f"gate the {precision} plan vs ONNX Runtime"):
-                record.validation = validate_plan(folder, manifest, precision, plan, record, settings.device)
+                record = dataclasses.replace(record, validation=validate_plan(folder, manifest, precision, plan, record,
+                                                                               settings.device))
         except BaseException:
             plan.unlink(missing_ok=True)
             raise
-        _record(manifest, record)
+        manifest = manifest.with_engine(record)
         built.append(record)
-    return built
+    return manifest, built
 
 
 def engine_step(precisions: tuple[str, ...]):
     """Export step for `--engine`: build plans now, or say why they were skipped."""
-    wanted = [p for p in precisions if p in registry.tensorrt_buildable() and p != "fp32"] or ["fp32"]
-
-    def step(folder: Path, manifest: Manifest) -> None:
+    def step(folder: Path, manifest: Manifest) -> Manifest:
         reason = tensorrt_unavailable_reason()
         if reason is not None:
-            say(f"  TensorRT engines skipped: {reason}; build them on the GPU with "
-                f"`ijepa-export build-engine --artifacts <folder>` or build_engines.sh")
-            return
+            log.warning("  TensorRT engines skipped: %s; build them on the GPU with "
+                        "`ijepa-export build-engine --artifacts <folder>` or build_engines.sh", reason)
+            return manifest
+        wanted = [p for p in default_plan_precisions(manifest.artifacts) if p in precisions]
         settings = BuildSettings(shapes=profile_shapes(manifest))
-        build_engines(folder, manifest, wanted, settings)
+        return build_engines(folder, manifest, wanted, settings)[0]
 
     return step
 
@@ -279,7 +276,7 @@ def build_engine_cli(folder: Path, precisions: list[str] | None, *, batch=(None,
     message = missing_tensorrt_message(folder)
     if message:
         raise EngineBuildError(message)
-    wanted = precisions or [p for p, a in manifest.artifacts.items() if a.tensorrt and p != "fp32"] or ["fp32"]
+    wanted = precisions or default_plan_precisions(manifest.artifacts)
     shapes = profile_shapes(manifest)
     for key, value in zip(("min", "opt", "max"), batch):
         if value:
@@ -295,13 +292,10 @@ def build_engine_cli(folder: Path, precisions: list[str] | None, *, batch=(None,
                                f"{shapes['min'][0]}, {shapes['opt'][0]}, {shapes['max'][0]}")
     settings = BuildSettings(shapes=shapes, workspace_gb=workspace_gb, opt_level=opt_level, tf32=tf32, device=device,
                              version_compatible=version_compatible, hardware_compatible=hardware_compatible)
-    built = build_engines(folder, manifest, wanted, settings)
+    manifest, built = build_engines(folder, manifest, wanted, settings)
     manifest.save(folder)
-    write_atomic(folder / "report.md", report.render(manifest))
+    write_atomic(folder / REPORT_NAME, report.render(manifest))
     return [folder / e.file for e in built]
-
-
-PLAN_NAME = re.compile(r"^model_(?P<precision>[a-z0-9]+)\.")
 
 
 def register_engine(folder: Path, plan: Path, *, precision: str | None = None, device: int = 0,
@@ -318,10 +312,10 @@ def register_engine(folder: Path, plan: Path, *, precision: str | None = None, d
     if reason:
         raise EngineBuildError(f"cannot register {plan.name} here: {reason}; run register-engine on the GPU that built it")
     if precision is None:
-        m = PLAN_NAME.match(plan.name)
-        if not m or m["precision"] not in manifest.artifacts:
+        parsed = parse_plan_name(plan.name)
+        if not parsed or parsed["precision"] not in manifest.artifacts:
             raise EngineBuildError(f"cannot tell the precision of {plan.name}; pass --precision")
-        precision = m["precision"]
+        precision = parsed["precision"]
     env = local_environment(device)
     check_buildable(manifest, precision, env["compute_capability"])
     import tensorrt as trt
@@ -339,12 +333,13 @@ def register_engine(folder: Path, plan: Path, *, precision: str | None = None, d
     lo, opt, hi = (list(s) for s in engine.get_tensor_profile_shape(name, 0))
     inspection = inspect_plan(trt, logger, data, version_compatible)
     del engine
-    record = Engine(precision=precision, file=plan.name, sha256=sha256_file(plan), bytes=plan.stat().st_size,
-                    profiles=[{"input": name, "min": lo, "opt": opt, "max": hi}], version_compatible=version_compatible,
-                    hardware_compatibility=None, **env, **inspection)
+    record = load_record(Engine, dict(precision=precision, file=plan.name, sha256=sha256_file(plan),
+                                      bytes=plan.stat().st_size, profiles=[{"input": name, "min": lo, "opt": opt, "max": hi}],
+                                      version_compatible=version_compatible, hardware_compatibility=None, **env,
+                                      **inspection))
     with stage(f"gate {plan.name} vs ONNX Runtime"):
-        record.validation = validate_plan(folder, manifest, precision, plan, record, device)
-    _record(manifest, record)
+        record = dataclasses.replace(record, validation=validate_plan(folder, manifest, precision, plan, record, device))
+    manifest = manifest.with_engine(record)
     manifest.save(folder)
-    write_atomic(folder / "report.md", report.render(manifest))
+    write_atomic(folder / REPORT_NAME, report.render(manifest))
     return plan

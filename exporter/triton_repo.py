@@ -14,39 +14,43 @@ and a failed run changes nothing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
+import ijepa_deploy.contract as contract_package
 import ijepa_deploy.runtime as runtime_package
-from ijepa_deploy.runtime.backends.tensorrt_backend import gpu_slug
-from ijepa_deploy.runtime.errors import OutputError
-from ijepa_deploy.runtime.integrity import is_plain_name
-from ijepa_deploy.runtime.manifest import Engine, Manifest
+from ijepa_deploy.contract.errors import OutputError
+from ijepa_deploy.contract.integrity import is_plain_name
+from ijepa_deploy.contract.manifest import Engine, Manifest
+from ijepa_deploy.contract.naming import gpu_slug, parse_plan_name
+from ijepa_deploy.contract.records import dump_record
 
 from .errors import ExportError
+
+log = logging.getLogger(__name__)
 
 PREPROCESS_MODEL = '''"""Triton Python backend: encoded image bytes -> I-JEPA pixel_values (ijepa-deploy runtime, vendored)."""
 import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))  # the vendored ijepa_deploy.runtime beside this file
+sys.path.insert(0, str(Path(__file__).parent))  # the vendored ijepa_deploy runtime beside this file
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ijepa_deploy.runtime.errors import UserError
-from ijepa_deploy.runtime.manifest import Preprocessing
+from ijepa_deploy.contract.errors import UserError
+from ijepa_deploy.contract.manifest import Preprocessing
 from ijepa_deploy.runtime.preprocessing import Preprocessor
 
 
 class TritonPythonModel:
     def initialize(self, args):
         spec = json.loads((Path(__file__).parent / "preprocessing.json").read_text())
-        self.preprocessor = Preprocessor(Preprocessing(**{**spec, "mean": tuple(spec["mean"]), "std": tuple(spec["std"])}))
+        self.preprocessor = Preprocessor(Preprocessing.from_dict(spec))
 
     def execute(self, requests):
         responses = []
@@ -72,7 +76,7 @@ def _tensor(name: str, dtype: str, dims: str) -> str:
 def choose_engine(manifest: Manifest, precision: str, gpu: str | None) -> Engine | None:
     engines = manifest.engines_for(precision)
     if gpu:
-        engines = [e for e in engines if gpu_slug(gpu) in (gpu_slug(e.gpu_name), e.file.split(".")[1])]
+        engines = [e for e in engines if gpu_slug(gpu) in (gpu_slug(e.gpu_name), (parse_plan_name(e.file) or {}).get("gpu"))]
         if not engines:
             have = ", ".join(sorted({e.gpu_name for e in manifest.engines_for(precision)})) or "none"
             raise ExportError(f"no {precision} plan built for GPU {gpu!r} (plans for: {have})")
@@ -80,7 +84,7 @@ def choose_engine(manifest: Manifest, precision: str, gpu: str | None) -> Engine
 
 
 def max_batch_size(manifest: Manifest, engine: Engine | None) -> int:
-    return int(engine.profiles[0]["max"][0]) if engine else int(manifest.batch["max"])
+    return int(engine.profiles[0]["max"][0]) if engine else manifest.batch.max
 
 
 def encoder_config(manifest: Manifest, model_name: str, engine: Engine | None, instance_kind: str) -> str:
@@ -93,9 +97,9 @@ def encoder_config(manifest: Manifest, model_name: str, engine: Engine | None, i
         if engine.version_compatible:
             notes += "# Version-compatible plan: start tritonserver with --backend-config=tensorrt,version-compatible=true\n"
     runtime = 'platform: "tensorrt_plan"' if engine else 'backend: "onnxruntime"'
-    inputs = ",\n".join(_tensor(i["name"], "TYPE_FP32", _dims(i["shape"])) for i in manifest.io["inputs"])
-    outputs = ",\n".join(_tensor(o["name"], "TYPE_FP32", _dims(o["shape"])) for o in manifest.io["outputs"])
-    preferred = sorted({min(batch, int(manifest.batch["opt"])), batch})
+    inputs = ",\n".join(_tensor(i.name, "TYPE_FP32", _dims(i.shape)) for i in manifest.io.inputs)
+    outputs = ",\n".join(_tensor(o.name, "TYPE_FP32", _dims(o.shape)) for o in manifest.io.outputs)
+    preferred = sorted({min(batch, manifest.batch.opt), batch})
     return (f'{notes}name: "{model_name}"\n{runtime}\nmax_batch_size: {batch}\n'
             f"input [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
             f"dynamic_batching {{\n  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"
@@ -129,10 +133,11 @@ def ensemble_config(manifest: Manifest, name: str, preprocess: str, encoder: str
 
 
 def _vendor_runtime(target: Path) -> None:
-    """Copy this runtime's source (not its compiled caches) into a Triton model version folder."""
-    source = Path(runtime_package.__file__).parent
-    shutil.copytree(source, target / "ijepa_deploy" / "runtime",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    """Copy the runtime's and the contract's source (not their compiled caches) into a Triton model
+    version folder: the preprocessing model needs nothing else but numpy and pillow."""
+    for package, name in ((runtime_package, "runtime"), (contract_package, "contract")):
+        shutil.copytree(Path(package.__file__).parent, target / "ijepa_deploy" / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def _build(folder: Path, manifest: Manifest, staging: Path, precision: str, engine: Engine | None,
@@ -153,7 +158,8 @@ def _build(folder: Path, manifest: Manifest, staging: Path, precision: str, engi
     (staging / encoder / "config.pbtxt").write_text(encoder_config(manifest, encoder, engine, instance_kind))
     (staging / preprocess / "1").mkdir(parents=True)
     (staging / preprocess / "1" / "model.py").write_text(PREPROCESS_MODEL)
-    (staging / preprocess / "1" / "preprocessing.json").write_text(json.dumps(asdict(manifest.preprocessing), indent=2))
+    (staging / preprocess / "1" / "preprocessing.json").write_text(json.dumps(dump_record(manifest.preprocessing),
+                                                                               indent=2))
     _vendor_runtime(staging / preprocess / "1")
     (staging / preprocess / "config.pbtxt").write_text(preprocess_config(manifest, preprocess, batch))
     (staging / name / "1").mkdir(parents=True)
@@ -195,8 +201,6 @@ def write_triton_repo(folder: Path, out: Path, precision: str = "fp32", prefer_p
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if engine and engine.version_compatible:
-        from .progress import say
-
-        say("note: the plan is version compatible: start tritonserver with "
-            "--backend-config=tensorrt,version-compatible=true")
+        log.warning("note: the plan is version compatible: start tritonserver with "
+                    "--backend-config=tensorrt,version-compatible=true")
     return out

@@ -14,32 +14,19 @@ import shlex
 import stat
 from pathlib import Path
 
-from ijepa_deploy.runtime.atomic import write_atomic
-from ijepa_deploy.runtime.manifest import Manifest
-
-SCRIPT_NAME = "build_engines.sh"
+from ijepa_deploy.contract.atomic import write_atomic
+from ijepa_deploy.contract.manifest import Manifest
+from ijepa_deploy.contract.naming import BUILD_SCRIPT_NAME as SCRIPT_NAME
+from ijepa_deploy.contract.naming import plan_name, timing_cache_name
+from ijepa_deploy.contract.precisions import default_plan_precisions
 
 
 def profile_shapes(manifest: Manifest) -> dict[str, tuple[int, int, int, int]]:
     """min/opt/max input shapes (N, C, H, W) from the manifest's batch and resolution range."""
-    c = manifest.architecture["num_channels"]
+    c = manifest.architecture.num_channels
     res, batch = manifest.resolution, manifest.batch
-    native = tuple(res["native"]) if res["dynamic"] else tuple(res["min"])
-    return {"min": (batch["min"], c, *res["min"]), "opt": (batch["opt"], c, *native),
-            "max": (batch["max"], c, *res["max"])}
-
-
-def _trt_tag(version: str) -> str:
-    return "trt" + ".".join(version.split(".")[:3])
-
-
-def plan_name(precision: str, gpu_slug: str, tensorrt_version: str) -> str:
-    """model_<precision>.<gpu>.trt<version>.plan: one plan per precision, GPU and TensorRT version."""
-    return f"model_{precision.replace('-', '_')}.{gpu_slug}.{_trt_tag(tensorrt_version)}.plan"
-
-
-def timing_cache_name(gpu_slug: str, tensorrt_version: str) -> str:
-    return f"timing.{gpu_slug}.{_trt_tag(tensorrt_version)}.cache"
+    native = tuple(res.native) if res.dynamic else tuple(res.min)
+    return {"min": (batch.min, c, *res.min), "opt": (batch.opt, c, *native), "max": (batch.max, c, *res.max)}
 
 
 def trtexec_command(manifest: Manifest, precision: str, trt_major: int, trt_minor: int = 0,
@@ -53,9 +40,8 @@ def trtexec_command(manifest: Manifest, precision: str, trt_major: int, trt_mino
         raise ValueError(f"{precision} is not for TensorRT")
     name = manifest.input_name
     shapes = {k: "x".join(str(d) for d in v) for k, v in profile_shapes(manifest).items()}
-    tag = "trt" + trt_version if trt_version.startswith("$") else _trt_tag(trt_version)
-    cache = f"timing.{gpu_slug}.{tag}.cache"
-    plan = f"model_{precision.replace('-', '_')}.{gpu_slug}.{tag}.plan"
+    cache = timing_cache_name(gpu_slug, trt_version)
+    plan = plan_name(precision, gpu_slug, trt_version)
     cmd = ["trtexec", f"--onnx={art.file}", f"--saveEngine={plan}",
            f"--minShapes={name}:{shapes['min']}", f"--optShapes={name}:{shapes['opt']}",
            f"--maxShapes={name}:{shapes['max']}", f"--memPoolSize=workspace:{workspace_mib}M",
@@ -73,7 +59,7 @@ def _quote(args: list[str]) -> str:
 
 def render_script(manifest: Manifest) -> str:
     precisions = [p for p, a in manifest.artifacts.items() if a.tensorrt]
-    default = [p for p in precisions if p != "fp32"] or precisions
+    default = default_plan_precisions(manifest.artifacts)
     lines = [
         "#!/usr/bin/env bash",
         f"# Build TensorRT plans for {manifest.name} on THIS machine's GPU (a plan is tied to the TensorRT",
@@ -109,7 +95,7 @@ def render_script(manifest: Manifest) -> str:
                      f'        echo "{p} needs compute capability >= {need}; this GPU has $CC" >&2; exit 1; fi']
         v10 = _quote(trtexec_command(manifest, p, 10, 12))
         v11 = _quote(trtexec_command(manifest, p, 11))
-        plan = f"model_{p.replace('-', '_')}.${{GPU_SLUG}}.trt${{TRT_VERSION}}.plan"
+        plan = plan_name(p, "${GPU_SLUG}", "${TRT_VERSION}")
         lines += [f"    {p})", *guard,
                   f'      if [ "$major" -ge 11 ]; then {v11} "${{extra[@]}}"',
                   f'      else {v10} "${{extra[@]}}"; fi',

@@ -17,9 +17,10 @@ from typing import Literal
 
 import torch
 
-from ijepa_deploy.runtime.errors import ManifestError, UserError
-from ijepa_deploy.runtime.integrity import sha256_files
-from ijepa_deploy.runtime.manifest import Preprocessing
+from ijepa_deploy.contract.errors import ManifestError, UserError
+from ijepa_deploy.contract.integrity import sha256_files
+from ijepa_deploy.contract.manifest import Preprocessing
+from ijepa_deploy.contract.records import dump_record
 
 from .model import IJepaEncoder
 from .variants import Architecture, get_variant
@@ -394,7 +395,8 @@ def _preprocessing_from_folder(folder: Path, arch: Architecture) -> Preprocessin
             std = tuple(float(x) for x in cfg.get("image_std", pre.std))
         else:
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-        spec = {**pre.__dict__, "resample": resample, "rescale_factor": rescale, "mean": list(mean), "std": list(std)}
+        spec = {**dump_record(pre), "resample": resample, "rescale_factor": rescale, "mean": list(mean),
+                "std": list(std)}
         return Preprocessing.from_dict(spec, str(cfg_path))
     except (OSError, ValueError, TypeError, ManifestError) as exc:
         raise CheckpointError(f"{cfg_path} is not a usable ViTImageProcessor config ({str(exc)[:200]}); fix or "

@@ -6,13 +6,16 @@
         print(Embedder.similarity(vectors))
 """
 
-from .backends.base import Backend
-from .embedder import Embedder, EmbedderClosedError
-from .errors import BackendError, ImageError, IntegrityError, ManifestError, OutputError, UsageError, UserError
-from .manifest import SCHEMA_VERSION, Artifact, Engine, Manifest, Preprocessing
-from .preprocessing import Preprocessor
-from .shards import read_embeddings
+from ijepa_deploy.contract.errors import (BackendError, CollectionError, ImageError, IntegrityError, ManifestError,
+                                          OutputError, UsageError, UserError)
+from ijepa_deploy.contract.manifest import SCHEMA_VERSION, Artifact, Engine, Manifest, Preprocessing
+from ijepa_deploy.contract.shard_reader import read_embeddings
 
-__all__ = ["SCHEMA_VERSION", "Artifact", "Backend", "BackendError", "Embedder", "EmbedderClosedError", "Engine",
-           "ImageError", "IntegrityError", "Manifest", "ManifestError", "OutputError", "Preprocessing",
-           "Preprocessor", "UsageError", "UserError", "read_embeddings"]
+from .backends.base import Backend
+from .config import EmbedConfig
+from .embedder import Embedder, EmbedderClosedError
+from .preprocessing import Preprocessor
+
+__all__ = ["SCHEMA_VERSION", "Artifact", "Backend", "BackendError", "CollectionError", "EmbedConfig", "Embedder",
+           "EmbedderClosedError", "Engine", "ImageError", "IntegrityError", "Manifest", "ManifestError", "OutputError",
+           "Preprocessing", "Preprocessor", "UsageError", "UserError", "read_embeddings"]

@@ -2,25 +2,34 @@
 
 Preprocessing of the next batch (decode + resize on a thread pool) overlaps inference of the
 current one. Batches never exceed the artifact's max batch; the last batch is simply smaller
-(the batch axis is dynamic), never padded. Safe to call from several threads at once.
+(the batch axis is dynamic), never padded. Safe to call from several threads at once, and from a
+forked child (`gunicorn --preload`, multiprocessing with fork): thread pools and the backend's
+session are rebuilt there on first use; a TensorRT embedder refuses, because CUDA does not survive
+a fork.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .backends import BACKENDS, Backend, open_backend
-from .errors import BackendError, ImageError, ManifestError, UsageError
-from .manifest import Manifest
+from ijepa_deploy.contract.errors import BackendError, ImageError, ManifestError, UsageError
+from ijepa_deploy.contract.manifest import Manifest
+
+from .backends import Backend, open_backend
+from .config import EmbedConfig
+from .embedder_info import describe_embedder
 from .preprocessing import SINGLE_IMAGE_TYPES, ImageInput, PreparedBatch, Preprocessor, describe
 from .similarity import similarity_matrix
 
-__all__ = ["BACKENDS", "Embedder"]
+_LIVE: "weakref.WeakSet[Embedder]" = weakref.WeakSet()
 
 
 class EmbedderClosedError(BackendError):
@@ -30,33 +39,32 @@ class EmbedderClosedError(BackendError):
 class Embedder:
     """Runs one exported artifact (a precision of an artifact folder) on images."""
 
-    def __init__(self, manifest: Manifest, backend: Backend, precision: str,
-                 resolution: tuple[int, int] | None = None, workers: int = 4):
+    def __init__(self, manifest: Manifest, backend: Backend, config: EmbedConfig):
         self.manifest = manifest
-        self.folder = manifest.folder
         self.backend = backend
-        self.precision = precision
-        self.preprocessor = Preprocessor(manifest.preprocessing, self._check_resolution(resolution))
-        # Per-image decode/resize runs on _decode; whole-batch assembly (which waits on _decode) on
-        # _prefetch. Two pools, so concurrent callers can never fill one pool with waiting tasks.
-        self._decode = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ijepa-decode")
-        self._prefetch = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ijepa-prefetch")
+        self.config = config
+        self.precision = config.precision
+        self.identity = manifest.artifact(config.precision).identity
+        self.preprocessor = Preprocessor(manifest.preprocessing, self._check_resolution(config.resolution))
         self._closed = False
         self._lock = threading.Lock()
+        self._start_pools()
+        self._pid = os.getpid()
+        _LIVE.add(self)
 
     @classmethod
-    def load(cls, artifacts: str | Path, precision: str = "fp32", backend: str = "auto", *, verify: bool = True,
-             providers: list[str] | str | None = None, threads: int | None = None,
-             graph_optimization_level: str = "all", resolution: tuple[int, int] | None = None,
-             workers: int = 4, openvino: dict | None = None, device: int = 0) -> "Embedder":
+    def load(cls, artifacts: str | Path, precision: str = "fp32", backend: str = "auto", *,
+             config: EmbedConfig | None = None, **options) -> "Embedder":
         """Open `artifacts/manifest.json` and its `precision` artifact on `backend` (auto: a TensorRT
         plan built for this GPU when usable, else OpenVINO on x86 CPUs when installed, else ONNX
-        Runtime). Every file is checked against its sha256 first unless `verify=False`."""
+        Runtime). Every file is checked against its sha256 first unless `verify=False`. Options are
+        `EmbedConfig`'s fields (threads, streams, batch_size, resolution, verify, providers, ...), or
+        pass a whole `config`."""
+        config = config or EmbedConfig(precision=precision, backend=backend, **options)
         manifest = Manifest.load(artifacts)
-        opened = open_backend(manifest, precision, backend, verify=verify, providers=providers, threads=threads,
-                              graph_optimization_level=graph_optimization_level, openvino=openvino, device=device)
+        opened = open_backend(manifest, config)
         try:
-            return cls(manifest, opened, precision, resolution, workers)
+            return cls(manifest, opened, config)
         except BaseException:
             opened.close()
             raise
@@ -66,15 +74,15 @@ class Embedder:
             return None
         res = self.manifest.resolution
         h, w = resolution
-        if not res["dynamic"]:
-            if [h, w] != list(res["min"]):
-                raise ManifestError(f"{self.manifest.name} was exported at a fixed {res['min'][0]}x{res['min'][1]}; "
+        if not res.dynamic:
+            if (h, w) != tuple(res.min):
+                raise ManifestError(f"{self.manifest.name} was exported at a fixed {res.min[0]}x{res.min[1]}; "
                                     "re-export with --resolution dynamic to embed at other sizes")
-        elif h % res["multiple_of"] or w % res["multiple_of"]:
-            raise UsageError(f"resolution {h}x{w} must be a multiple of the patch size {res['multiple_of']}")
-        elif not all(lo <= x <= hi for x, lo, hi in zip((h, w), res["min"], res["max"])):
-            raise UsageError(f"resolution {h}x{w} is outside the exported range {res['min'][0]}x{res['min'][1]} .. "
-                             f"{res['max'][0]}x{res['max'][1]}")
+        elif h % res.multiple_of or w % res.multiple_of:
+            raise UsageError(f"resolution {h}x{w} must be a multiple of the patch size {res.multiple_of}")
+        elif not all(lo <= x <= hi for x, lo, hi in zip((h, w), res.min, res.max)):
+            raise UsageError(f"resolution {h}x{w} is outside the exported range {res.min[0]}x{res.min[1]} .. "
+                             f"{res.max[0]}x{res.max[1]}")
         return h, w
 
     # ------------------------------------------------------------------ public API
@@ -82,6 +90,11 @@ class Embedder:
     @property
     def dim(self) -> int:
         return self.manifest.hidden_size
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """The (height, width) images are embedded at."""
+        return self.preprocessor.height, self.preprocessor.width
 
     @property
     def labels(self) -> dict[int, str] | None:
@@ -96,7 +109,8 @@ class Embedder:
     def embed_batches(self, images: Iterable[ImageInput], batch_size: int | None = None,
                       output: str = "embedding") -> Iterator[np.ndarray]:
         """Embeddings batch by batch, in input order, holding only a batch or two in memory: for
-        collections of any size. The next batch is decoded while the current one runs."""
+        collections of any size. The next batch is decoded while the current one runs; when the
+        source raises, every batch read before the error is yielded first."""
         for _, values in self.run_batches(images, batch_size, output):
             yield values
 
@@ -107,15 +121,25 @@ class Embedder:
         self._check_open()
         size = self.batch_size(batch_size)
         batches = _chunks(iter(_as_images(images)), size)
-        chunk = next(batches, None)
-        pending = self._submit(chunk, 0, skip_bad) if chunk is not None else None
-        start = 0
+        failure: BaseException | None = None
+
+        def upcoming(start: int):
+            nonlocal failure
+            try:
+                chunk = next(batches, None)
+            except Exception as exc:  # the source raised: finish what was read, then re-raise
+                failure = exc
+                return None
+            return self._submit(chunk, start, skip_bad) if chunk is not None else None
+
+        pending, start = upcoming(0), 0
         while pending is not None:
             prepared = pending.result()
             start += len(prepared.inputs)
-            upcoming = next(batches, None)  # overlap: decode the next batch while this one runs
-            pending = self._submit(upcoming, start, skip_bad) if upcoming is not None else None
+            pending = upcoming(start)  # overlap: decode the next batch while this one runs
             yield prepared, self._infer(prepared, output)
+        if failure is not None:
+            raise failure
 
     def tokens(self, images: Iterable[ImageInput] | ImageInput, batch_size: int | None = None) -> np.ndarray:
         """(N, tokens, D) float32 last hidden states."""
@@ -145,19 +169,26 @@ class Embedder:
         return similarity_matrix(a, b)
 
     def batch_size(self, requested: int | None = None) -> int:
-        """The batch size used: `requested` (default: the artifact's optimal batch), at most its max."""
+        """The batch size used: `requested` (default: the config's, else the artifact's optimal batch),
+        at most the artifact's max."""
         if requested is not None and (not isinstance(requested, int) or requested < 1):
             raise UsageError(f"batch size must be a positive integer, got {requested!r}")
-        return min(requested or int(self.manifest.batch["opt"]), int(self.manifest.batch["max"]))
+        return min(requested or self.config.batch_size or self.manifest.batch.opt, self.manifest.batch.max)
+
+    def info(self) -> dict:
+        """What this embedder is, for a host's logs: versions, backend, device, precision, identity."""
+        return describe_embedder(self)
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        _LIVE.discard(self)
         self._prefetch.shutdown(wait=False, cancel_futures=True)
         self._decode.shutdown(wait=False, cancel_futures=True)
-        self.backend.close()
+        if self._pid == os.getpid():
+            self.backend.close()
 
     def __enter__(self) -> "Embedder":
         return self
@@ -165,11 +196,39 @@ class Embedder:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ batching
+    # ------------------------------------------------------------------ threads, processes
+
+    def _start_pools(self) -> None:
+        # Per-image decode/resize runs on _decode; whole-batch assembly (which waits on _decode) on
+        # _prefetch. Two pools, so concurrent callers can never fill one pool with waiting tasks.
+        self._decode = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="ijepa-decode")
+        self._prefetch = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ijepa-prefetch")
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's threads do not exist here. New locks and pools now; the
+        backend is reopened on first use (its sessions' thread pools died too). The parent's backend is
+        never destroyed in the child: its destructor would join threads that do not exist (ONNX
+        Runtime waits forever, OpenVINO aborts), so it is kept alive until the process ends."""
+        self._lock = threading.Lock()
+        _keep_forever(self.backend)
+        self._start_pools()
 
     def _check_open(self) -> None:
         if self._closed:
             raise EmbedderClosedError("this Embedder is closed; load a new one with Embedder.load(...)")
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._reopen_in_child()
+
+    def _reopen_in_child(self) -> None:
+        if self.backend.name == "tensorrt":
+            raise BackendError("a TensorRT Embedder cannot be used in a forked child (CUDA does not survive fork()); "
+                               "load the Embedder in the child, or start workers with spawn")
+        self.backend = open_backend(self.manifest, self.config.replace(verify=False))  # verified by the parent
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------ batching
 
     def _submit(self, chunk: list, start: int, skip_bad: bool):
         self._check_open()
@@ -181,7 +240,7 @@ class Embedder:
     def _infer(self, prepared: PreparedBatch, output: str) -> np.ndarray:
         self._check_open()
         if prepared.pixels is None:
-            return np.zeros((0,), dtype=np.float32)
+            return self._empty(output)
         result = self.backend.run(prepared.pixels, [output])[output]
         finite = np.isfinite(result.reshape(len(result), -1)).all(axis=1)
         if not finite.all():
@@ -191,6 +250,13 @@ class Embedder:
                                f"{describe(prepared.inputs[i], prepared.start + i)}; the artifact may be damaged "
                                "(re-export) or the precision unsuited to this model")
         return np.asarray(result, dtype=np.float32)
+
+    def _empty(self, output: str) -> np.ndarray:
+        """The output of a batch in which no image could be read: no rows, the right trailing shape."""
+        arch = self.manifest.architecture
+        trailing = {"embedding": (self.dim,), "logits": (arch.num_labels,),
+                    "last_hidden_state": (arch.tokens(*self.resolution), self.dim)}[output]
+        return np.zeros((0, *trailing), dtype=np.float32)
 
     def _collect(self, images, output: str, batch_size: int | None, on_batch=None) -> np.ndarray:
         results = []
@@ -203,6 +269,19 @@ class Embedder:
         return np.concatenate(results, axis=0)
 
 
+def _after_fork_in_child() -> None:
+    for embedder in list(_LIVE):
+        embedder._after_fork()
+
+
+def _keep_forever(obj) -> None:
+    """One reference nobody holds: the object outlives interpreter shutdown, so its destructor never runs."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _as_images(images) -> Iterable[ImageInput]:
     if isinstance(images, SINGLE_IMAGE_TYPES):
         return [images]
@@ -213,12 +292,18 @@ def _as_images(images) -> Iterable[ImageInput]:
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    """Lists of `size` items; when `items` raises, the items read before the error come first."""
     while True:
         chunk = []
-        for item in items:
-            chunk.append(item)
-            if len(chunk) == size:
-                break
+        try:
+            for item in items:
+                chunk.append(item)
+                if len(chunk) == size:
+                    break
+        except Exception:
+            if chunk:
+                yield chunk
+            raise
         if not chunk:
             return
         yield chunk

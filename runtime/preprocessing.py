@@ -20,8 +20,8 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, UsageError, UserError
-from .manifest import Preprocessing
+from ijepa_deploy.contract.errors import ImageError, UsageError, UserError
+from ijepa_deploy.contract.manifest import Preprocessing
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 py=.venv/bin/python
 photos=engines/demo-photos
-[ -d "$photos/eval" ] || $py -c "import sys; from tests.datasets import write_photos; write_photos(__import__('pathlib').Path(sys.argv[1]), 24)" "$photos"
+[ -d "$photos/eval" ] || $py -m ijepa_deploy.bench.datasets "$photos" 24
 precisions=fp32,fp16,int8,int8-cpu
 if $py -c "from ijepa_deploy.runtime.backends.openvino_backend import cpu_has_bf16, openvino_unavailable_reason as r; exit(0 if not r() and cpu_has_bf16() else 1)"; then
   precisions=$precisions,bf16

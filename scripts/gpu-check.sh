@@ -14,7 +14,7 @@ scripts/setup.sh
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-//;s/-$//')
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d ' ')
 photos=engines/demo-photos
-[ -d "$photos/eval" ] || .venv/bin/python -c "import sys, pathlib; from tests.datasets import write_photos; write_photos(pathlib.Path(sys.argv[1]), 24)" "$photos"
+[ -d "$photos/eval" ] || .venv/bin/python -m ijepa_deploy.bench.datasets "$photos" 24
 plans=fp16,int8
 awk -v a="$cc" 'BEGIN{exit !(a+0 >= 8.9)}' && plans=$plans,fp8
 .venv/bin/ijepa-export --variant vith14 --random-init --precision "fp32,$plans" --max-batch 32 --opt-batch 8 \

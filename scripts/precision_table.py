@@ -1,4 +1,4 @@
-"""The precision x model table: the outlier checkpoints of tests/datasets.py at each strength, exported
+"""The precision x model table: the outlier checkpoints of ijepa_deploy.bench.datasets at each strength, exported
 with the previous recipe (no migration, no mixed precision) and with the current one, every gate figure
 from the manifests and ONNX Runtime / OpenVINO speed at batch 8, interleaved.
 
@@ -14,13 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ijepa_deploy.exporter import progress  # noqa: E402
-from ijepa_deploy.exporter.errors import GateError  # noqa: E402
-from ijepa_deploy.exporter.export import ExportOptions, export  # noqa: E402
-from ijepa_deploy.reference_model import load_checkpoint  # noqa: E402
-from tests.datasets import STRENGTHS, make_outlier_checkpoint, write_photos  # noqa: E402
+from ijepa_deploy.bench.datasets import STRENGTHS, make_outlier_checkpoint, write_photos
+from ijepa_deploy.exporter import ExportOptions, export
+from ijepa_deploy.exporter.errors import GateError
+from ijepa_deploy.reference_model import load_checkpoint
 
 PRECISIONS = ("fp32", "int8", "int8-cpu", "fp8")
 
@@ -53,7 +50,6 @@ def row(model: str, recipe: str, precision: str, art: dict | None, error: str | 
 
 
 def main(out: Path, vith14: Path | None) -> None:
-    progress.quiet = True
     photos = write_photos(out / "photos") if not (out / "photos" / "eval").exists() else \
         {"eval": out / "photos" / "eval", "calib": out / "photos" / "calib"}
     lines = ["| model | recipe | precision | gate | pooled cos | centered cos (worst) | top-5 agreement | "

@@ -7,11 +7,11 @@ import json
 from ijepa_deploy.bench.runners import BASELINE
 from ijepa_deploy.runtime.backends.openvino_backend import openvino_unavailable_reason
 
-from .conftest import run_module
+from .helpers import run_module
 
 
 def test_bench_json_has_every_figure(tiny_artifacts, photos, tmp_path):
-    out = run_module("ijepa_deploy.bench.bench", "--artifacts", str(tiny_artifacts), "--precision", "fp32,int8,int8-cpu",
+    out = run_module("bench", "--artifacts", str(tiny_artifacts), "--precision", "fp32,int8,int8-cpu",
                      "--batch-sizes", "1,4", "--iters", "2", "--export-variant", "test-tiny-p14", "--collection",
                      str(photos["eval"]), "--json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md"))
     assert out.returncode == 0, out.stderr[-2000:]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,14 +15,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from ijepa_deploy.exporter import export as export_module
+from ijepa_deploy.exporter import float_steps
 from ijepa_deploy.exporter.errors import ExportError, GateError
-from ijepa_deploy.exporter.export import ExportOptions, export
+from ijepa_deploy.exporter import ExportOptions, export
 from ijepa_deploy.reference_model import load_checkpoint
-from ijepa_deploy.runtime.manifest import SCHEMA_PATH, Manifest
+from ijepa_deploy.contract.manifest import SCHEMA_PATH, Manifest
 from ijepa_deploy.runtime.similarity import cosine_rows
 
-from .conftest import export_tiny, make_hf_checkpoint, one_error_line, run_module
+from .helpers import export_tiny, make_hf_checkpoint, one_error_line, run_module
 
 
 def _schema_check(folder: Path) -> dict:
@@ -35,7 +34,7 @@ def _schema_check(folder: Path) -> dict:
 
 
 def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return run_module("ijepa_deploy.exporter", *args, **kwargs)
+    return run_module("export", *args, **kwargs)
 
 
 def test_tiny_export_passes_gate_at_several_shapes(tiny_artifacts):
@@ -94,14 +93,14 @@ def test_classifier_exports_logits(tiny_cls_artifacts):
 
 def test_broken_export_fails_gate_and_leaves_nothing(tmp_path, hf_dir, monkeypatch):
     """A wrong position table in the ONNX graph: the gate must catch it and leave nothing behind."""
-    real_build = export_module.build_graph
+    real_build = float_steps.build_graph
     corrupted = load_checkpoint(hf_dir).model
     with torch.no_grad():
         corrupted.pos_embed.mul_(1.5)
-    monkeypatch.setattr(export_module, "build_graph", lambda model, spec, path, **kw: real_build(corrupted, spec, path, **kw))
+    monkeypatch.setattr(float_steps, "build_graph", lambda model, spec, path, **kw: real_build(corrupted, spec, path, **kw))
     with pytest.raises(GateError, match=r"model_fp32\.onnx failed its fp32 gate .*cosine .*max abs"):
         export(load_checkpoint(hf_dir), ExportOptions(output_dir=tmp_path, max_batch=2))
-    assert [p.name for p in tmp_path.iterdir()] == [".tiny.lock"]
+    assert list(tmp_path.iterdir()) == []  # no artifact, no temporary folder, no lock file
 
 
 def test_interrupt_leaves_nothing(tmp_path, hf_dir):
@@ -113,7 +112,7 @@ def test_interrupt_leaves_nothing(tmp_path, hf_dir):
     options.extra_steps.append(interrupt)
     with pytest.raises(KeyboardInterrupt):
         export(load_checkpoint(hf_dir), options)
-    assert [p.name for p in tmp_path.iterdir()] == [".tiny.lock"]
+    assert list(tmp_path.iterdir()) == []  # no artifact, no temporary folder, no lock file
 
 
 def test_existing_folder_needs_overwrite(tmp_path, hf_dir):
@@ -121,7 +120,7 @@ def test_existing_folder_needs_overwrite(tmp_path, hf_dir):
     with pytest.raises(ExportError, match="already exists; pass --overwrite"):
         export_tiny(hf_dir, tmp_path, max_batch=1)
     export_tiny(hf_dir, tmp_path, max_batch=1, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny.lock", "tiny"]  # ijepa_ prefix dropped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # ijepa_ prefix dropped; no lock file left
 
 
 @pytest.mark.parametrize("kind", ["file", "symlink", "foreign-folder"])
@@ -166,7 +165,7 @@ def _wait_for_partial(folder: Path, proc: subprocess.Popen, timeout: float = 60)
 def test_signals_leave_nothing(tmp_path, photos, sig):
     ckpt = _medium_checkpoint(tmp_path)
     out = tmp_path / "eng"
-    proc = subprocess.Popen([sys.executable, "-m", "ijepa_deploy.exporter", "--checkpoint", str(ckpt), "--precision",
+    proc = subprocess.Popen([sys.executable, "-m", "ijepa_deploy.cli.export", "--checkpoint", str(ckpt), "--precision",
                              "fp32,fp16,int8", "--calib-images", str(photos["calib"]), "--eval-images",
                              str(photos["eval"]), "--output-dir", str(out)], stderr=subprocess.PIPE, text=True)
     _wait_for_partial(out, proc)
@@ -174,13 +173,13 @@ def test_signals_leave_nothing(tmp_path, photos, sig):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err[-1000:]
     assert "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == [".medium.lock"]
+    assert sorted(p.name for p in out.iterdir()) == []
 
 
 def test_sigkill_leftovers_are_removed_by_the_next_export(tmp_path, photos):
     ckpt = _medium_checkpoint(tmp_path)
     out = tmp_path / "eng"
-    proc = subprocess.Popen([sys.executable, "-m", "ijepa_deploy.exporter", "--checkpoint", str(ckpt),
+    proc = subprocess.Popen([sys.executable, "-m", "ijepa_deploy.cli.export", "--checkpoint", str(ckpt),
                              "--output-dir", str(out)], stderr=subprocess.DEVNULL)
     partial = _wait_for_partial(out, proc)
     proc.kill()
@@ -189,12 +188,12 @@ def test_sigkill_leftovers_are_removed_by_the_next_export(tmp_path, photos):
     done = _cli("--checkpoint", str(ckpt), "--output-dir", str(out), "--max-batch", "1")
     assert done.returncode == 0, done.stderr
     assert "removed 1 stale temporary folder" in done.stderr and not partial.exists()
-    assert sorted(p.name for p in out.iterdir()) == [".medium.lock", "medium"]
+    assert sorted(p.name for p in out.iterdir()) == ["medium"]
 
 
 def test_concurrent_exports_never_replace_each_other(tmp_path, hf_dir):
     out = tmp_path / "eng"
-    cmd = [sys.executable, "-m", "ijepa_deploy.exporter", "--checkpoint", str(hf_dir), "--output-dir", str(out),
+    cmd = [sys.executable, "-m", "ijepa_deploy.cli.export", "--checkpoint", str(hf_dir), "--output-dir", str(out),
            "--name", "shared", "--max-batch", "2"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
@@ -203,7 +202,7 @@ def test_concurrent_exports_never_replace_each_other(tmp_path, hf_dir):
     for _, err, code in results:
         if code:
             assert code == 1 and ("another export into" in err or "already exists" in err), err[-500:]
-    assert sorted(p.name for p in out.iterdir()) == [".shared.lock", "shared"]
+    assert sorted(p.name for p in out.iterdir()) == ["shared"]
     Manifest.load(out / "shared").verify("fp32")
 
 
@@ -217,7 +216,7 @@ def test_non_registry_config_end_to_end(tmp_path):
     out = _cli("--checkpoint", str(folder), "--output-dir", str(tmp_path / "eng"), "--max-batch", "3")
     assert out.returncode == 0, out.stderr
     artifacts = Path(out.stdout.strip().splitlines()[-1])
-    assert Manifest.load(artifacts).architecture["hidden_size"] == 256
+    assert Manifest.load(artifacts).architecture.hidden_size == 256
     x = np.random.default_rng(1).integers(0, 255, (5, 64, 80, 3), dtype=np.uint8)
     with Embedder.load(artifacts, backend="onnxruntime") as embedder:
         got = embedder.embed(list(x), batch_size=2)

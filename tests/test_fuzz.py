@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +17,7 @@ from PIL import Image
 from ijepa_deploy.runtime import Manifest, Preprocessor, UserError
 from ijepa_deploy.runtime.preprocessing import parse_size
 
-from .conftest import skimage_data_dir
+from .helpers import skimage_data_dir
 
 MANIFEST_CASES = int(os.environ.get("IJEPA_FUZZ_MANIFESTS", "1500"))
 IMAGE_CASES = int(os.environ.get("IJEPA_FUZZ_IMAGES", "1500"))

@@ -18,8 +18,8 @@ def test_wheel_installs_in_fresh_venv(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.startswith("ijepa_deploy-")}
     assert top == {"ijepa_deploy"}  # no bare runtime/, exporter/ or ray/ in site-packages
-    for module in ("runtime/manifest.schema.json", "ray/__init__.py", "bench/bench.py", "runtime/search.py",
-                   "runtime/backends/openvino_backend.py"):
+    for module in ("contract/manifest.schema.json", "ray/__init__.py", "bench/suite.py", "collection/index.py",
+                   "runtime/backends/openvino_backend.py", "cli/embed.py"):
         assert f"ijepa_deploy/{module}" in names
     assert not any("/tests/" in n for n in names)
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from ijepa_deploy.reference_model import (CheckpointError, IJepaEncoder, UnknownVariantError, get_variant,
                                           load_checkpoint, sincos_position_table)
 
-from .conftest import make_hf_checkpoint
+from .helpers import make_hf_checkpoint
 
 SHAPES = [(56, 56), (84, 84), (56, 98), (196 // 4 + 7, 308 // 4 + 7)]  # native, larger, non-square, non-multiple
 

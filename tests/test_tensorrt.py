@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,14 +17,16 @@ import numpy as np
 import pytest
 
 from ijepa_deploy.exporter.errors import ExportError
-from ijepa_deploy.exporter.trtexec_script import SCRIPT_NAME, plan_name, profile_shapes, render_script, trtexec_command
+from ijepa_deploy.contract.naming import BUILD_SCRIPT_NAME as SCRIPT_NAME
+from ijepa_deploy.contract.naming import gpu_slug, plan_name
+from ijepa_deploy.exporter.trtexec_script import profile_shapes, render_script, trtexec_command
 from ijepa_deploy.exporter.triton_repo import write_triton_repo
 from ijepa_deploy.runtime import BackendError, Embedder, Manifest
-from ijepa_deploy.runtime.backends.tensorrt_backend import (check_engine_compat, engine_compat_problem, gpu_slug,
+from ijepa_deploy.runtime.backends.tensorrt_backend import (check_engine_compat, engine_compat_problem,
                                                             select_engine, tensorrt_unavailable_reason)
-from ijepa_deploy.runtime.errors import IntegrityError, ManifestError
+from ijepa_deploy.contract.errors import IntegrityError, ManifestError
 
-from .conftest import one_error_line, run_module
+from .helpers import one_error_line, run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 TRT_REASON = tensorrt_unavailable_reason()
@@ -142,7 +143,7 @@ def test_hardware_compatibility_and_slug():
 
 
 def _with_engines(tiny_artifacts, tmp_path, engines: list[dict]) -> Path:
-    from ijepa_deploy.runtime.integrity import sha256_file
+    from ijepa_deploy.contract.integrity import sha256_file
 
     folder = tmp_path / "art"
     shutil.copytree(tiny_artifacts, folder)
@@ -261,7 +262,7 @@ def test_build_script_refuses_fp8_below_ada_and_old_tensorrt(tiny_artifacts, tmp
 
 @no_trt
 def test_without_tensorrt_build_engine_says_what_is_missing(tiny_artifacts):
-    out = run_module("ijepa_deploy.exporter", "build-engine", "--artifacts", str(tiny_artifacts))
+    out = run_module("export", "build-engine", "--artifacts", str(tiny_artifacts))
     line = one_error_line(out)
     assert line.startswith("error: cannot build TensorRT engines here: ")
     assert TRT_REASON in line and "build_engines.sh" in line and "build-engine --artifacts" in line
@@ -272,24 +273,24 @@ def test_without_tensorrt_register_engine_says_what_is_missing(tiny_artifacts, t
     folder = tmp_path / "art"
     shutil.copytree(tiny_artifacts, folder)
     (folder / "model_fp16.x.trt10.16.0.plan").write_bytes(b"plan")
-    out = run_module("ijepa_deploy.exporter", "register-engine", "--artifacts", str(folder),
+    out = run_module("export", "register-engine", "--artifacts", str(folder),
                      str(folder / "model_fp16.x.trt10.16.0.plan"))
     assert "cannot register model_fp16.x.trt10.16.0.plan here" in one_error_line(out)
     (tmp_path / "outside.plan").write_bytes(b"plan")
-    out = run_module("ijepa_deploy.exporter", "register-engine", "--artifacts", str(folder), str(tmp_path / "outside.plan"))
+    out = run_module("export", "register-engine", "--artifacts", str(folder), str(tmp_path / "outside.plan"))
     assert "must be inside the artifact folder" in one_error_line(out)
 
 
 @no_trt
-def test_without_tensorrt_export_engine_step_and_runtime(hf_dir, tmp_path, photos, capsys):
+def test_without_tensorrt_export_engine_step_and_runtime(hf_dir, tmp_path, photos, caplog):
     from ijepa_deploy.exporter.tensorrt_build import engine_step
 
-    from .conftest import export_tiny
+    from .helpers import export_tiny
 
     folder = export_tiny(hf_dir, tmp_path, max_batch=1, precisions=("fp32", "fp16"), eval_images=photos["eval"])
     manifest = Manifest.load(folder)
-    engine_step(("fp32", "fp16"))(folder, manifest)
-    assert manifest.engines == [] and "TensorRT engines skipped" in capsys.readouterr().err
+    manifest = engine_step(("fp32", "fp16"))(folder, manifest)
+    assert manifest.engines == () and "TensorRT engines skipped" in caplog.text
     with pytest.raises(BackendError, match="has no TensorRT plan for fp16"):
         Embedder.load(folder, "fp16", backend="tensorrt")
     assert Embedder.load(folder, "fp16", backend="auto").backend.name in ("onnxruntime", "openvino")
@@ -405,7 +406,7 @@ def test_triton_preprocess_model_fails_only_the_bad_request(tiny_artifacts, tmp_
         model = namespace["TritonPythonModel"]()
         model.initialize({})
         good = (ROOT / "tests").parent  # any real image bytes
-        from .conftest import skimage_data_dir
+        from .helpers import skimage_data_dir
 
         photo = (skimage_data_dir() / "coffee.png").read_bytes()
         requests = [{"IMAGE": Tensor("IMAGE", np.array([[photo]], dtype=object))},

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import BackendError
+from ijepa_deploy.contract.errors import BackendError
 
 if TYPE_CHECKING:
-    from ..manifest import Manifest
+    from ijepa_deploy.contract.manifest import Manifest
 
 __all__ = ["Backend", "BackendError", "check_io"]
 
@@ -20,6 +20,8 @@ class Backend(ABC):
     input_name: str
     output_names: list[str]
     output_shapes: dict[str, tuple] = {}  # name -> dims (None where dynamic), as the file declares them
+    # what the arithmetic is: "file" (the types the file declares) or a lower inference precision ("bf16")
+    compute_precision: str = "file"
 
     @abstractmethod
     def run(self, pixel_values: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -39,11 +41,11 @@ def check_io(backend: Backend, manifest: "Manifest", file: str) -> None:
         raise BackendError(f"{file} has inputs [{backend.input_name}] and outputs {backend.output_names}, but the "
                            f"manifest says [{want_in}] and {want_out}: the file does not belong to this artifact "
                            "folder; re-export")
-    for spec in manifest.io["outputs"]:
-        got = backend.output_shapes.get(spec["name"])
-        if got is None or len(got) != len(spec["shape"]):
+    for spec in manifest.io.outputs:
+        got = backend.output_shapes.get(spec.name)
+        if got is None or len(got) != len(spec.shape):
             continue
-        for have, want in zip(got, spec["shape"]):
+        for have, want in zip(got, spec.shape):
             if isinstance(want, int) and have is not None and have != want:
-                raise BackendError(f"{file}'s output {spec['name']} has shape {list(got)}, the manifest says "
-                                   f"{spec['shape']}: the file does not belong to this artifact folder; re-export")
+                raise BackendError(f"{file}'s output {spec.name} has shape {list(got)}, the manifest says "
+                                   f"{list(spec.shape)}: the file does not belong to this artifact folder; re-export")

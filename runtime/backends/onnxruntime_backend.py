@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,20 @@ _DEVICE_PROVIDERS = {"cpu": ["CPUExecutionProvider"],
                      "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
+def import_onnxruntime():
+    """onnxruntime, imported with its telemetry off unless the host asked for it (ORT_DISABLE_TELEMETRY).
+
+    Since 1.29, ONNX Runtime on Linux starts a 1DS telemetry uploader thread at import. A process that
+    forks after that (gunicorn --preload, multiprocessing with fork) has children that hang forever in
+    ORT's static destructors when they exit normally (the thread's condition variable has a waiter that
+    only existed in the parent); an inference library in a service should not phone home either. The
+    variable only takes effect if it is set before onnxruntime is first imported in the process."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs an ONNX artifact with ONNX Runtime. `InferenceSession.run` is thread-safe."""
 
@@ -23,8 +38,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, model_path: str | Path, *, providers: list[str] | str | None = None,
                  threads: int | None = None, inter_op_threads: int | None = None,
                  graph_optimization_level: str = "all", profile_prefix: str | None = None):
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         model_path = Path(model_path)
         if not model_path.is_file():
             raise BackendError(f"ONNX file not found: {model_path}")

@@ -109,6 +109,7 @@ class OpenVinoBackend(Backend):
         base = {"INFERENCE_PRECISION_HINT": inference_precision, "INFERENCE_NUM_THREADS": cores}
         self._configs = {"static": {**base, "NUM_STREAMS": self.streams}, "dynamic": {**base, "NUM_STREAMS": 1}}
         self.inference_precision = inference_precision
+        self.compute_precision = "bf16" if inference_precision == "bf16" else "file"
         self._path = model_path
         self._model = self._read()
         self.input_name = self._model.inputs[0].get_any_name()

@@ -24,7 +24,7 @@ import numpy as np
 from .base import Backend, BackendError
 
 if TYPE_CHECKING:
-    from ..manifest import Engine, Manifest
+    from ijepa_deploy.contract.manifest import Engine, Manifest
 
 # Version-compatible plans also run on these later majors (TensorRT's support matrix).
 CROSS_MAJOR = {(10, 11), (8, 10)}
@@ -85,11 +85,6 @@ def tensorrt_unavailable_reason() -> str | None:
     if count == 0:
         return "no CUDA device is visible (check the driver and CUDA_VISIBLE_DEVICES)"
     return None
-
-
-def gpu_slug(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3' (the plan file's GPU tag)."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
 
 
 def local_environment(device: int = 0) -> dict:
