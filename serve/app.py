@@ -228,11 +228,21 @@ async def embeddings(request: Request) -> Response:
     service: Service = request.app.state.service
     service.authorize(request)
     service.check_ready()
+    if service.active >= service.config.max_queue:  # bounds the bodies held too: each request has an image
+        service.metrics.rejected.labels("queue_full").inc()
+        raise errors.queue_full(service.batcher.retry_after())
+    service.active += 1
+    try:
+        return await _embed(service, request)
+    finally:
+        service.request_done()
+
+
+async def _embed(service: Service, request: Request) -> Response:
     body = await read_json(request, service.config.max_body_bytes)
     fmt = check_body(service, body)
     items = parse_inputs(body, service.config.max_queue)
     request.scope["ijepa.images"] = len(items)
-    service.active += 1
     try:
         with service.batcher.admit(len(items)) as ticket:
             start = time.perf_counter()
@@ -244,8 +254,6 @@ async def embeddings(request: Request) -> Response:
         raise errors.queue_full(exc.retry_after) from None
     except NonFiniteOutput as exc:
         raise errors.server_error(f"{exc}; the artifact may be damaged or its precision unsuited") from None
-    finally:
-        service.request_done()
     if service.shadow is not None:
         service.shadow.offer(arrays, vectors)
     return JSONResponse(embedding_payload(vectors, fmt, service.name, service.model.tokens_per_image))
@@ -258,8 +266,8 @@ def embedding_payload(vectors: np.ndarray, fmt: str, name: str, tokens_per_image
     else:
         values = [v.tolist() for v in vectors.astype(np.float32)]
     tokens = len(vectors) * tokens_per_image
-    return {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
-            "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)]
+    return {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 async def models(request: Request) -> Response:

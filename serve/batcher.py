@@ -1,7 +1,8 @@
 """Dynamic batching across requests, as Triton's dynamic batcher does it.
 
 Requests' decoded images join one queue. A batch leaves the queue when it is full (the artifact's batch
-size), or when its oldest image has waited `max_wait` and the backend is idle; while one batch runs, the
+size), or when its oldest image has waited `max_wait` and the backend is idle (a little longer while images
+already admitted are still decoding: a quarter of a batch's run time at most); while one batch runs, the
 next full one is already stacked and normalized (`pipeline` batches in flight; the backend itself runs one
 at a time). Admission is bounded: images decoding or waiting never exceed `max_queue`; past it a request is
 refused at once (`QueueFull`, with an estimate of when to retry) instead of growing a backlog. Results go
@@ -66,6 +67,7 @@ class DynamicBatcher:
         self._admitted = 0
         self._running = 0
         self._rate = 0.0  # images/s of recent batches, for Retry-After
+        self._batch_seconds = 0.0  # recent backend time per batch
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -143,14 +145,21 @@ class DynamicBatcher:
                 if n >= self.max_batch:
                     return self._pop()
                 # A partial batch waits for more images only while the backend is idle and its oldest
-                # image is younger than max_wait; when busy, the queue simply fills up meanwhile.
+                # image is younger than max_wait (plus a grace while admitted images are still decoding:
+                # they are on their way); when busy, the queue simply fills up meanwhile.
                 if self._running == 0:
-                    timeout = self._queue[0].enqueued + self.max_wait_s - loop.time()
+                    wait = self.max_wait_s + (self._grace() if self._admitted > n else 0.0)
+                    timeout = self._queue[0].enqueued + wait - loop.time()
                     if timeout <= 0 or self._stopping:
                         return self._pop()
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _grace(self) -> float:
+        """How long a partial batch may wait for images still decoding: a quarter of a recent batch's
+        run time (at most 1 s), small next to the run it fills."""
+        return min(1.0, 0.25 * self._batch_seconds)
 
     def _pop(self) -> list[_Item]:
         group, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
@@ -201,7 +210,9 @@ class DynamicBatcher:
             start = time.perf_counter()
             vectors = self.infer(pixels)
             seconds = time.perf_counter() - start
-        self._rate = len(arrays) / seconds if self._rate == 0 else 0.8 * self._rate + 0.2 * len(arrays) / seconds
+        first = self._rate == 0
+        self._rate = len(arrays) / seconds if first else 0.8 * self._rate + 0.2 * len(arrays) / seconds
+        self._batch_seconds = seconds if first else 0.8 * self._batch_seconds + 0.2 * seconds
         if self.metrics:
             self.metrics.batch_done(len(arrays), seconds)
         return vectors

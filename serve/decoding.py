@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ijepa_deploy.runtime import ImageError, Preprocessor
 
-from .errors import APIError, bad_item, bad_request
+from .errors import bad_item, bad_request
 
 _DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,",
                        re.IGNORECASE)
@@ -147,5 +147,3 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def default_decode_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
-
-__all__ = ["APIError", "Decoder", "default_decode_workers", "parse_inputs"]

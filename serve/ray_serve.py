@@ -64,6 +64,9 @@ class RayBatcher:
     def depth(self) -> int:
         return self._admitted
 
+    def retry_after(self) -> float:
+        return 1.0
+
     def start(self) -> None:
         pass
 

@@ -7,18 +7,13 @@ import base64
 import http.client
 import io
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,128 +22,16 @@ import numpy as np
 import pytest
 
 from .conftest import one_error_line, run_module
+from .serve_helpers import (Server, assert_same_vectors, data_url, free_port, http_get, http_request, post_json,
+                            running)
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 from ijepa_deploy.runtime import Embedder  # noqa: E402
-from ijepa_deploy.runtime.similarity import cosine_rows  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python -m ijepa_deploy.serve ...` on a free loopback port, its log in a file."""
-
-    def __init__(self, tmp: Path, artifacts: Path, *args: str, env: dict | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / f"serve-{self.port}.log"
-        self._log = open(self.log_path, "w")
-        cmd = [sys.executable, "-m", "ijepa_deploy.serve", "--artifacts", str(artifacts), "--port", str(self.port),
-               *args]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
-            try:
-                if http_get(self.url + "/v1/health/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout} s:\n{self.log()[-3000:]}")
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._log.close()
-
-    def client(self, **kwargs) -> "openai.OpenAI":
-        kwargs.setdefault("api_key", "unused")
-        return openai.OpenAI(base_url=self.url + "/v1", max_retries=0, timeout=60, **kwargs)
-
-    def metrics(self) -> dict[str, float]:
-        return parse_metrics(http_get(self.url + "/metrics")[2].decode())
-
-
-@contextmanager
-def running(tmp: Path, artifacts: Path, *args: str, env: dict | None = None, ready: bool = True):
-    server = Server(tmp, artifacts, *args, env=env)
-    try:
-        if ready:
-            server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
-def http_request(url: str, body: bytes | None = None, headers: dict | None = None, method: str | None = None):
-    """(status, headers, body) of one request, errors included."""
-    request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
-
-
-def http_get(url: str):
-    return http_request(url)
-
-
-def post_json(url: str, payload: dict, headers: dict | None = None):
-    status, head, body = http_request(url + "/v1/embeddings", json.dumps(payload).encode(),
-                                      {"Content-Type": "application/json", **(headers or {})})
-    return status, head, json.loads(body)
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def data_url(data: bytes, kind: str = "png") -> str:
-    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
-
-
-def assert_same_vectors(got: np.ndarray, ref: np.ndarray, center: np.ndarray, floor: float = 0.9999) -> None:
-    """Each served vector is its own image's reference vector: plain cosine, and cosine once `center` (the
-    reference photos' mean embedding) is removed from both (random-init ViTs share a large
-    image-independent component that plain cosine cannot see past), >= floor."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    assert got.shape == ref.shape, (got.shape, ref.shape)
-    assert cosine_rows(got, ref).min() >= floor
-    centered = cosine_rows(got - center, ref - center)
-    assert centered.min() >= floor, centered
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +172,8 @@ def test_every_error_is_openai_shaped(server, images):
         ({"model": "tiny", "input": ["http://example.com/cat.png"]}, 400, "url_not_allowed", "input[0]"),
         ({"model": "tiny", "input": [good], "encoding_format": "int8"}, 400, "invalid_encoding_format",
          "encoding_format"),
+        ({"model": "tiny", "input": ["AAAA"] * 257}, 400, "too_many_inputs", "input"),  # over --max-queue 256
+        ({"model": "tiny", "input": [good, 7]}, 400, "invalid_input", "input[1]"),
         ({"input": [good]}, 400, "invalid_model", "model"),
         ({"model": "vith14_1k", "input": [good]}, 404, "model_not_found", "model"),
     ]
@@ -354,8 +239,8 @@ def test_api_key_overload_429_and_shadow(tmp_path, tiny_artifacts, images, refer
 
         def one(i):
             n = 1 + i % 3
-            status, headers, body = post_json(s.url, {"model": "tiny", "input": [data_url(images[j]) for j in range(n)]},
-                                              {"Authorization": "Bearer s3cret-key"})
+            payload = {"model": "tiny", "input": [data_url(images[j]) for j in range(n)]}
+            status, headers, body = post_json(s.url, payload, {"Authorization": "Bearer s3cret-key"})
             return n, status, headers, body
 
         with ThreadPoolExecutor(24) as pool:
@@ -366,8 +251,7 @@ def test_api_key_overload_429_and_shadow(tmp_path, tiny_artifacts, images, refer
             if status == 429:
                 assert int(headers["Retry-After"]) >= 1 and body["error"]["code"] == "queue_full"
             else:
-                got = np.array([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") if isinstance(d["embedding"], str)
-                                else d["embedding"] for d in body["data"]])
+                got = np.array([d["embedding"] for d in body["data"]])  # float: the API's default
                 assert_same_vectors(got, reference["int8-cpu"][:n], reference["mean"])
         with pytest.raises(openai.RateLimitError):  # the client sees a 429 as a rate limit
             with ThreadPoolExecutor(8) as pool:
@@ -433,7 +317,8 @@ def test_loading_503_then_sigterm_drains_every_admitted_request(tmp_path, tiny_a
             for i, future in enumerate(admitted):
                 status, _, body = future.result(timeout=30)
                 assert status == 200, body
-                assert_same_vectors(np.array([body["data"][0]["embedding"]]), reference["fp32"][i:i + 1], reference["mean"])
+                got = np.array([body["data"][0]["embedding"]])
+                assert_same_vectors(got, reference["fp32"][i:i + 1], reference["mean"])
         assert s.proc.wait(30) == 0, s.log()[-3000:]
         assert "Traceback" not in s.log()
     finally:
@@ -473,7 +358,8 @@ def test_sigterm_under_load_loses_no_admitted_request(tmp_path, tiny_artifacts, 
     statuses = [status for status, _, _ in outcomes]
     assert len(ok) > 10 and set(statuses) <= {200, 503, "refused", "reset"}, statuses
     for i, body in ok:
-        assert_same_vectors(np.array([d["embedding"] for d in body["data"]]), reference["fp32"][[i, i]], reference["mean"])
+        got = np.array([d["embedding"] for d in body["data"]])
+        assert_same_vectors(got, reference["fp32"][[i, i]], reference["mean"])
     logged = [json.loads(line) for line in s.log().splitlines() if line.startswith("{")]
     logged = [a["status"] for a in logged if a["path"] == "/v1/embeddings"]
     # every request the server took in was answered, and every answer reached its client: 200s, then 503s

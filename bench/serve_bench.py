@@ -1,0 +1,199 @@
+"""`python -m ijepa_deploy.bench.serve_bench`: ijepa-serve's served throughput and latency against the same
+runtime offline.
+
+Starts `ijepa-serve` on a free loopback port, drives it with the `openai` client from N threads (one image per
+request, base64 data URLs encoded beforehand, the client's default base64 answers) at each concurrency, and
+measures offline `Embedder.embed` on the same images at the same batch size in the same process, interleaved
+(offline, served levels, offline again: this machine is shared, so ratios within one run are what hold). The
+load generator runs on the same machine as the server and takes its share of the cores.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _data_url(path: Path) -> str:
+    kind = {"jpg": "jpeg"}.get(path.suffix.lower().lstrip("."), path.suffix.lower().lstrip("."))
+    return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def offline(embedder, files: list[Path], batch: int, rounds: int) -> dict:
+    """Offline `Embedder.embed` images/s on the same files at `batch` (one warm-up pass first)."""
+    embedder.embed(files[:batch], batch_size=batch)
+    rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        embedder.embed(files, batch_size=batch)
+        rates.append(len(files) / (time.perf_counter() - start))
+    return {"images_per_s": statistics.median(rates), "runs": rates}
+
+
+def drive(url: str, model: str, inputs: list[str], concurrency: int, requests: int) -> dict:
+    """`requests` single-image requests from `concurrency` threads with the OpenAI client; latency and rate."""
+    import openai
+
+    client = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=600)
+    for i in range(min(concurrency, 4)):  # connections and the first batches warm
+        client.embeddings.create(model=model, input=[inputs[i % len(inputs)]])
+    latencies, errors, lock = [], [], threading.Lock()
+    counter = iter(range(requests))
+
+    def worker():
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            start = time.perf_counter()
+            try:
+                answer = client.embeddings.create(model=model, input=[inputs[i % len(inputs)]])
+                assert len(answer.data) == 1
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {"concurrency": concurrency, "requests": requests, "ok": len(latencies), "errors": errors[:5],
+            "images_per_s": len(latencies) / wall, "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "wall_s": wall}
+
+
+def _metric(url: str, name: str) -> float:
+    text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def start_server(artifacts: str, precision: str, backend: str, extra: list[str], log: Path):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "ijepa_deploy.serve", "--artifacts", artifacts, "--precision", precision,
+           "--backend", backend, "--port", str(port), "--no-access-log", "--max-queue", "4096", *extra]
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise click.ClickException(f"ijepa-serve exited with {proc.returncode}: see {log}")
+        try:
+            if urllib.request.urlopen(url + "/v1/health/ready", timeout=5).status == 200:
+                return proc, url, cmd
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise click.ClickException(f"ijepa-serve not ready after 900 s: see {log}")
+
+
+def render(result: dict) -> str:
+    m, r = result["machine"], result
+    lines = [f"# ijepa-serve: served vs offline ({r['artifact']} {r['precision']}, {r['backend']})", "",
+             f"Measured {r['created']} with `{r['command']}`.", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; {m['os']}. onnxruntime "
+             f"{m.get('onnxruntime', '?')}, OpenVINO {m.get('openvino', '?')}. The load generator (openai client "
+             "threads) shares these cores with the server.", "",
+             f"Server batch {r['batch']} (the artifact's), `--max-wait-ms {r['max_wait_ms']}`; {r['images']} photos, "
+             "one image per request as a base64 data URL; answers base64 (the openai client's default).", "",
+             "| path | concurrency | images/s | x offline | p50 ms | p99 ms | mean batch | errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    base = r["offline"]["images_per_s"]
+    lines.append(f"| offline `Embedder.embed` (median of both passes) | - | {base:.2f} | 1.00 | - | - | "
+                 f"{r['batch']} | - |")
+    for level in r["served"]:
+        lines.append(f"| ijepa-serve | {level['concurrency']} | {level['images_per_s']:.2f} | "
+                     f"{level['images_per_s'] / base:.2f} | {level['p50_ms']:.0f} | {level['p99_ms']:.0f} | "
+                     f"{level['mean_batch']:.2f} | {level['requests'] - level['ok']} |")
+    lines += ["", f"Offline passes: {', '.join(f'{x:.2f}' for x in r['offline']['passes'])} images/s. "
+              f"Served / offline at concurrency {r['served'][-1]['concurrency']}: **{r['ratio_at_max']:.2f}**.", ""]
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--artifacts", required=True, type=click.Path(file_okay=False))
+@click.option("--precision", default="int8-cpu")
+@click.option("--backend", default="auto")
+@click.option("--images", type=click.Path(), help="Photos (default: scikit-image's).")
+@click.option("--concurrency", default="1,8,32", help="Comma-separated client thread counts.")
+@click.option("--requests", "per_level", default=4, type=click.IntRange(min=1),
+              help="Requests per level = this x max(concurrency, batch).")
+@click.option("--rounds", default=2, type=click.IntRange(min=1), help="Offline passes over the images, each time.")
+@click.option("--max-wait-ms", default=5.0)
+@click.option("--out", "out", type=click.Path(), help="Write OUT.json and OUT.md.")
+def main(artifacts, precision, backend, images, concurrency, per_level, rounds, max_wait_ms, out):
+    """Served images/s and p50/p99 latency at each concurrency vs offline Embedder.embed at the same batch."""
+    from ijepa_deploy.runtime import Embedder
+
+    from .bench import _photos, machine
+
+    files = _photos(Path(images) if images else None)
+    inputs = [_data_url(f) for f in files]
+    levels = [int(c) for c in concurrency.split(",")]
+    log = Path(out + ".server.log") if out else Path("serve-bench.server.log")
+    with Embedder.load(artifacts, precision, backend) as embedder:
+        batch = embedder.batch_size()
+        files_x = (files * (1 + 4 * batch // len(files)))[:max(4 * batch, len(files))]
+        first = offline(embedder, files_x, batch, rounds)
+        click.echo(f"offline: {first['images_per_s']:.2f} images/s", err=True)
+        proc, url, cmd = start_server(artifacts, precision, backend, ["--max-wait-ms", str(max_wait_ms)], log)
+        served = []
+        try:
+            model = json.loads(urllib.request.urlopen(url + "/v1/models").read())["data"][0]["id"]
+            for c in levels:
+                before = (_metric(url, "ijepa_serve_batch_size_sum"), _metric(url, "ijepa_serve_batch_size_count"))
+                level = drive(url, model, inputs, c, per_level * max(c, batch))
+                after = (_metric(url, "ijepa_serve_batch_size_sum"), _metric(url, "ijepa_serve_batch_size_count"))
+                level["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                served.append(level)
+                click.echo(f"c={c}: {level['images_per_s']:.2f} images/s, p50 {level['p50_ms']:.0f} ms, "
+                           f"p99 {level['p99_ms']:.0f} ms, mean batch {level['mean_batch']:.2f}", err=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+        second = offline(embedder, files_x, batch, rounds)
+        click.echo(f"offline again: {second['images_per_s']:.2f} images/s", err=True)
+    passes = first["runs"] + second["runs"]
+    result = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "command": "python -m ijepa_deploy.bench.serve_bench " + " ".join(sys.argv[1:]),
+              "server_command": " ".join(cmd[1:]), "artifact": os.path.basename(os.path.normpath(artifacts)),
+              "precision": precision, "backend": backend, "batch": batch, "max_wait_ms": max_wait_ms,
+              "images": len(files), "offline": {"images_per_s": statistics.median(passes), "passes": passes},
+              "served": served}
+    result["ratio_at_max"] = served[-1]["images_per_s"] / result["offline"]["images_per_s"]
+    click.echo(render(result))
+    if out:
+        Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n")
+        Path(out + ".md").write_text(render(result))
+
+
+if __name__ == "__main__":
+    main()
