@@ -57,7 +57,7 @@ def drive(url: str, model: str, inputs: list[str], concurrency: int, requests: i
     client = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=600)
     for i in range(min(concurrency, 4)):  # connections and the first batches warm
         client.embeddings.create(model=model, input=[inputs[i % len(inputs)]])
-    latencies, errors, lock = [], [], threading.Lock()
+    latencies, done, errors, lock = [], [], [], threading.Lock()
     counter = iter(range(requests))
 
     def worker():
@@ -76,6 +76,7 @@ def drive(url: str, model: str, inputs: list[str], concurrency: int, requests: i
                 continue
             with lock:
                 latencies.append(time.perf_counter() - start)
+                done.append(time.perf_counter())
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     start = time.perf_counter()
@@ -86,8 +87,18 @@ def drive(url: str, model: str, inputs: list[str], concurrency: int, requests: i
     wall = time.perf_counter() - start
     ms = np.array(latencies) * 1000
     return {"concurrency": concurrency, "requests": requests, "ok": len(latencies), "errors": errors[:5],
-            "images_per_s": len(latencies) / wall, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "wall_s": wall}
+            "images_per_s": len(latencies) / wall, "steady_images_per_s": steady_rate(sorted(done), concurrency),
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "mean_ms": float(ms.mean()), "wall_s": wall}
+
+
+def steady_rate(done: list[float], concurrency: int) -> float | None:
+    """Completions per second between the first and the last `concurrency` completions: without the ramp
+    (every client's first request arriving at once) and the tail (fewer clients left than a batch)."""
+    k = concurrency
+    if len(done) <= 2 * k + 1:
+        return None
+    return (len(done) - 1 - 2 * k) / (done[-1 - k] - done[k])
 
 
 def _metric(url: str, name: str) -> float:
@@ -124,17 +135,24 @@ def render(result: dict) -> str:
              "threads) shares these cores with the server.", "",
              f"Server batch {r['batch']} (the artifact's), `--max-wait-ms {r['max_wait_ms']}`; {r['images']} photos, "
              "one image per request as a base64 data URL; answers base64 (the openai client's default).", "",
-             "| path | concurrency | images/s | x offline | p50 ms | p99 ms | mean batch | errors |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| path | concurrency | images/s (whole run) | x offline | images/s (steady) | x offline | p50 ms | "
+             "p99 ms | mean batch | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
     base = r["offline"]["images_per_s"]
-    lines.append(f"| offline `Embedder.embed` (median of both passes) | - | {base:.2f} | 1.00 | - | - | "
+    lines.append(f"| offline `Embedder.embed` (median of all passes) | - | {base:.2f} | 1.00 | - | - | - | - | "
                  f"{r['batch']} | - |")
     for level in r["served"]:
+        steady = level.get("steady_images_per_s")
+        steady_cells = f"{steady:.2f} | {steady / base:.2f}" if steady else "- | -"
         lines.append(f"| ijepa-serve | {level['concurrency']} | {level['images_per_s']:.2f} | "
-                     f"{level['images_per_s'] / base:.2f} | {level['p50_ms']:.0f} | {level['p99_ms']:.0f} | "
-                     f"{level['mean_batch']:.2f} | {level['requests'] - level['ok']} |")
+                     f"{level['images_per_s'] / base:.2f} | {steady_cells} | {level['p50_ms']:.0f} | "
+                     f"{level['p99_ms']:.0f} | {level['mean_batch']:.2f} | {level['requests'] - level['ok']} |")
+    top = r["served"][-1]
     lines += ["", f"Offline passes: {', '.join(f'{x:.2f}' for x in r['offline']['passes'])} images/s. "
-              f"Served / offline at concurrency {r['served'][-1]['concurrency']}: **{r['ratio_at_max']:.2f}**.", ""]
+              f"Served / offline at concurrency {top['concurrency']}: **{r['ratio_at_max']:.2f}** over the whole "
+              f"run (ramp and tail included: the first requests of every client arrive together, and the last "
+              f"batches are partial once fewer clients than a batch remain)"
+              + (f", **{r['steady_ratio_at_max']:.2f}** in steady state (between the first and the last "
+                 f"{top['concurrency']} completions)" if r.get("steady_ratio_at_max") else "") + ".", ""]
     return "\n".join(lines)
 
 
@@ -174,7 +192,8 @@ def main(artifacts, precision, backend, images, concurrency, per_level, rounds, 
                 after = (_metric(url, "ijepa_serve_batch_size_sum"), _metric(url, "ijepa_serve_batch_size_count"))
                 level["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
                 served.append(level)
-                click.echo(f"c={c}: {level['images_per_s']:.2f} images/s, p50 {level['p50_ms']:.0f} ms, "
+                click.echo(f"c={c}: {level['images_per_s']:.2f} images/s (steady {level['steady_images_per_s']}), "
+                           f"p50 {level['p50_ms']:.0f} ms, "
                            f"p99 {level['p99_ms']:.0f} ms, mean batch {level['mean_batch']:.2f}", err=True)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -189,6 +208,8 @@ def main(artifacts, precision, backend, images, concurrency, per_level, rounds, 
               "images": len(files), "offline": {"images_per_s": statistics.median(passes), "passes": passes},
               "served": served}
     result["ratio_at_max"] = served[-1]["images_per_s"] / result["offline"]["images_per_s"]
+    if served[-1].get("steady_images_per_s"):
+        result["steady_ratio_at_max"] = served[-1]["steady_images_per_s"] / result["offline"]["images_per_s"]
     click.echo(render(result))
     if out:
         Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -61,6 +61,7 @@ class Service:
         self.metrics = ServeMetrics(int(self.manifest.batch["max"]))
         self.batcher_factory, self.on_fatal = batcher_factory, on_fatal
         self.phase = "loading"
+        self.load_error: BaseException | None = None
         self.model: ServedModel | None = None
         self.decoder: Decoder | None = None
         self.batcher = None
@@ -90,7 +91,7 @@ class Service:
         except asyncio.CancelledError:  # shut down while loading
             raise
         except BaseException as exc:
-            self.phase = "failed"
+            self.phase, self.load_error = "failed", exc
             log.error("could not load %s (%s): %s", self.config.artifacts, self.config.precision, exc)
             if self.on_fatal:
                 self.on_fatal(exc)
@@ -374,6 +375,8 @@ def create_app(config: ServeConfig, *, batcher_factory: BatcherFactory = default
         task = asyncio.get_running_loop().create_task(service.load())
         if not load_in_background:
             await task
+            if service.load_error is not None:  # the replica must not start
+                raise service.load_error
         try:
             yield
         finally:

@@ -1,10 +1,11 @@
 """Dynamic batching across requests, as Triton's dynamic batcher does it.
 
 Requests' decoded images join one queue. A batch leaves the queue when it is full (the artifact's batch
-size), or when its oldest image has waited `max_wait` and the backend is idle (a little longer while images
-already admitted are still decoding: a quarter of a batch's run time at most); while one batch runs, the
-next full one is already stacked and normalized (`pipeline` batches in flight; the backend itself runs one
-at a time). Admission is bounded: images decoding or waiting never exceed `max_queue`; past it a request is
+size), or when its oldest image has waited `max_wait` and the backend is idle. It waits a little longer
+(a quarter of a batch's run time, at most 1 s) while more images are on their way: admitted ones still
+decoding, or the clients of a larger last batch sending their next request. While one batch runs, the next
+full one is already stacked and normalized (`pipeline` batches in flight; the backend itself runs one at a
+time). Admission is bounded: images decoding or waiting never exceed `max_queue`; past it a request is
 refused at once (`QueueFull`, with an estimate of when to retry) instead of growing a backlog. Results go
 back to each request's own futures, in its order; a failing batch is re-run request by request so that one
 request's failure never fails its neighbours.
@@ -68,6 +69,7 @@ class DynamicBatcher:
         self._running = 0
         self._rate = 0.0  # images/s of recent batches, for Retry-After
         self._batch_seconds = 0.0  # recent backend time per batch
+        self._last_batch = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -145,10 +147,12 @@ class DynamicBatcher:
                 if n >= self.max_batch:
                     return self._pop()
                 # A partial batch waits for more images only while the backend is idle and its oldest
-                # image is younger than max_wait (plus a grace while admitted images are still decoding:
-                # they are on their way); when busy, the queue simply fills up meanwhile.
+                # image is younger than max_wait, plus a grace when more are on their way: admitted
+                # images still decoding, or clients of the last, larger batch sending their next
+                # request. When the backend is busy, the queue simply fills up meanwhile.
                 if self._running == 0:
-                    wait = self.max_wait_s + (self._grace() if self._admitted > n else 0.0)
+                    coming = self._admitted > n or n < self._last_batch
+                    wait = self.max_wait_s + (self._grace() if coming else 0.0)
                     timeout = self._queue[0].enqueued + wait - loop.time()
                     if timeout <= 0 or self._stopping:
                         return self._pop()
@@ -157,12 +161,13 @@ class DynamicBatcher:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     def _grace(self) -> float:
-        """How long a partial batch may wait for images still decoding: a quarter of a recent batch's
-        run time (at most 1 s), small next to the run it fills."""
+        """How long a partial batch may wait for images on their way: a quarter of a recent batch's run
+        time (at most 1 s), small next to the run it fills."""
         return min(1.0, 0.25 * self._batch_seconds)
 
     def _pop(self) -> list[_Item]:
         group, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+        self._last_batch = len(group)
         now = asyncio.get_running_loop().time()
         for item in group:
             item.ticket.remaining -= 1

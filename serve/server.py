@@ -16,6 +16,8 @@ import socket
 
 import uvicorn
 
+from ijepa_deploy.runtime import UsageError
+
 from .app import create_app
 from .config import ENV_CONFIG, ServeConfig
 
@@ -40,10 +42,12 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame) -> None:
         # Not recorded in _captured_signals: uvicorn would re-raise it after shutdown, and the process
-        # would die by the signal instead of exiting 0 after a clean drain.
+        # would die by the signal instead of exiting 0 after a clean drain. Only a second SIGINT (Ctrl-C
+        # twice) cuts the drain short: with --workers, Ctrl-C reaches a worker both from the terminal and
+        # forwarded by the parent as SIGTERM.
         if self._draining or self.service is None or self._loop is None:
-            self.force_exit = self._draining
-            self.should_exit = True
+            self.force_exit = self._draining and sig == signal.SIGINT
+            self.should_exit = self.should_exit or not self._draining or self.force_exit
             return
         self._draining = True
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain(sig)))
@@ -69,8 +73,24 @@ def uvicorn_config(app, config: ServeConfig, **kwargs) -> uvicorn.Config:
                           server_header=False, **kwargs)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a busy port is one clear error, before the model loads."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port or "
+                         "--host") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(config: ServeConfig, sockets: list[socket.socket] | None = None) -> int:
     """Run one server process until it is told to stop; returns its exit code."""
+    sockets = sockets or [listen(config.host, config.port)]
     server = DrainingServer(uvicorn_config(None, config), config.drain_timeout_s)
     app = create_app(config, on_fatal=server.fatal)
     server.config.app = app
@@ -91,7 +111,7 @@ def _worker(config_json: str, sock: socket.socket, log_level: int) -> None:
 
 def run_workers(config: ServeConfig, log_level: int = logging.INFO) -> int:
     """`config.workers` server processes on one socket; SIGTERM/SIGINT drain them all."""
-    sock = uvicorn_config(None, config).bind_socket()
+    sock = listen(config.host, config.port)
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(config.to_json(), sock, log_level), name=f"ijepa-serve-{i}")
                for i in range(config.workers)]

@@ -9,6 +9,7 @@ import io
 import json
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -396,3 +397,9 @@ def test_cli_errors_are_one_line(tmp_path, tiny_artifacts):
     assert "IJEPA_UNSET_VAR_X" in one_error_line(out)
     out = run_module("ijepa_deploy.serve", "--artifacts", str(tiny_artifacts), "--precision", "bf16")
     assert "bf16" in one_error_line(out)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        out = run_module("ijepa_deploy.serve", "--artifacts", str(tiny_artifacts), "--port",
+                         str(busy.getsockname()[1]))
+        assert "cannot listen on 127.0.0.1" in one_error_line(out)
