@@ -39,9 +39,10 @@ def _data_url(path: Path) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def offline(embedder, files: list[Path], batch: int, rounds: int) -> dict:
-    """Offline `Embedder.embed` images/s on the same files at `batch` (one warm-up pass first)."""
-    embedder.embed(files[:batch], batch_size=batch)
+def offline(embedder, files: list[Path], batch: int, rounds: int, warm: bool = False) -> dict:
+    """Offline `Embedder.embed` images/s on the same files at `batch` (after a warm-up batch if `warm`)."""
+    if warm:
+        embedder.embed(files[:batch], batch_size=batch)
     rates = []
     for _ in range(rounds):
         start = time.perf_counter()
@@ -126,6 +127,30 @@ def start_server(artifacts: str, precision: str, backend: str, extra: list[str],
     raise click.ClickException(f"ijepa-serve not ready after 900 s: see {log}")
 
 
+def run_levels(embedder, files: list[Path], batch: int, rounds: int, url: str, inputs: list[str],
+               levels: list[int], per_level: int) -> tuple[list[dict], list[float]]:
+    """Interleaved: offline, level 1, offline, level 2, ..., offline. Each level's ratio is against the mean
+    of the offline passes just before and just after it (this machine's speed drifts between runs)."""
+    model = json.loads(urllib.request.urlopen(url + "/v1/models").read())["data"][0]["id"]
+    offline_rates, served = [offline(embedder, files, batch, rounds, warm=True)["images_per_s"]], []
+    click.echo(f"offline: {offline_rates[-1]:.2f} images/s", err=True)
+    for c in levels:
+        before = (_metric(url, "ijepa_serve_batch_size_sum"), _metric(url, "ijepa_serve_batch_size_count"))
+        level = drive(url, model, inputs, c, per_level * max(c, batch))
+        after = (_metric(url, "ijepa_serve_batch_size_sum"), _metric(url, "ijepa_serve_batch_size_count"))
+        level["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+        offline_rates.append(offline(embedder, files, batch, rounds)["images_per_s"])
+        level["offline_images_per_s"] = (offline_rates[-2] + offline_rates[-1]) / 2
+        level["x_offline"] = level["images_per_s"] / level["offline_images_per_s"]
+        if level["steady_images_per_s"]:
+            level["steady_x_offline"] = level["steady_images_per_s"] / level["offline_images_per_s"]
+        served.append(level)
+        click.echo(f"c={c}: {level['images_per_s']:.2f} images/s (x{level['x_offline']:.2f} offline), p50 "
+                   f"{level['p50_ms']:.0f} ms, p99 {level['p99_ms']:.0f} ms, mean batch {level['mean_batch']:.2f}; "
+                   f"offline {offline_rates[-1]:.2f}", err=True)
+    return served, offline_rates
+
+
 def render(result: dict) -> str:
     m, r = result["machine"], result
     lines = [f"# ijepa-serve: served vs offline ({r['artifact']} {r['precision']}, {r['backend']})", "",
@@ -135,24 +160,23 @@ def render(result: dict) -> str:
              "threads) shares these cores with the server.", "",
              f"Server batch {r['batch']} (the artifact's), `--max-wait-ms {r['max_wait_ms']}`; {r['images']} photos, "
              "one image per request as a base64 data URL; answers base64 (the openai client's default).", "",
-             "| path | concurrency | images/s (whole run) | x offline | images/s (steady) | x offline | p50 ms | "
-             "p99 ms | mean batch | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
-    base = r["offline"]["images_per_s"]
-    lines.append(f"| offline `Embedder.embed` (median of all passes) | - | {base:.2f} | 1.00 | - | - | - | - | "
-                 f"{r['batch']} | - |")
+             "| concurrency | served images/s (whole run) | offline images/s (adjacent passes) | x offline | "
+             "served images/s (steady) | x offline | p50 ms | p99 ms | mean batch | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for level in r["served"]:
         steady = level.get("steady_images_per_s")
-        steady_cells = f"{steady:.2f} | {steady / base:.2f}" if steady else "- | -"
-        lines.append(f"| ijepa-serve | {level['concurrency']} | {level['images_per_s']:.2f} | "
-                     f"{level['images_per_s'] / base:.2f} | {steady_cells} | {level['p50_ms']:.0f} | "
+        steady_cells = f"{steady:.2f} | {level['steady_x_offline']:.2f}" if steady else "- | -"
+        lines.append(f"| {level['concurrency']} | {level['images_per_s']:.2f} | {level['offline_images_per_s']:.2f} | "
+                     f"**{level['x_offline']:.2f}** | {steady_cells} | {level['p50_ms']:.0f} | "
                      f"{level['p99_ms']:.0f} | {level['mean_batch']:.2f} | {level['requests'] - level['ok']} |")
     top = r["served"][-1]
-    lines += ["", f"Offline passes: {', '.join(f'{x:.2f}' for x in r['offline']['passes'])} images/s. "
-              f"Served / offline at concurrency {top['concurrency']}: **{r['ratio_at_max']:.2f}** over the whole "
-              f"run (ramp and tail included: the first requests of every client arrive together, and the last "
-              f"batches are partial once fewer clients than a batch remain)"
-              + (f", **{r['steady_ratio_at_max']:.2f}** in steady state (between the first and the last "
-                 f"{top['concurrency']} completions)" if r.get("steady_ratio_at_max") else "") + ".", ""]
+    lines += ["", f"Offline `Embedder.embed` at batch {r['batch']} on the same photos, passes in run order (before, "
+              f"between and after the levels): {', '.join(f'{x:.2f}' for x in r['offline']['passes'])} images/s. "
+              f"Whole run: ramp and tail included (every client's first request arrives at once; the last batches "
+              f"are partial once fewer clients than a batch remain). Steady: between the first and the last "
+              f"`concurrency` completions. Served / offline at concurrency {top['concurrency']}: "
+              f"**{r['ratio_at_max']:.2f}**" + (f" (steady {r['steady_ratio_at_max']:.2f})"
+                                                 if r.get("steady_ratio_at_max") else "") + ".", ""]
     return "\n".join(lines)
 
 
@@ -164,7 +188,7 @@ def render(result: dict) -> str:
 @click.option("--concurrency", default="1,8,32", help="Comma-separated client thread counts.")
 @click.option("--requests", "per_level", default=4, type=click.IntRange(min=1),
               help="Requests per level = this x max(concurrency, batch).")
-@click.option("--rounds", default=2, type=click.IntRange(min=1), help="Offline passes over the images, each time.")
+@click.option("--rounds", default=1, type=click.IntRange(min=1), help="Offline passes over the images, each time.")
 @click.option("--max-wait-ms", default=5.0)
 @click.option("--out", "out", type=click.Path(), help="Write OUT.json and OUT.md.")
 def main(artifacts, precision, backend, images, concurrency, per_level, rounds, max_wait_ms, out):
@@ -180,36 +204,20 @@ def main(artifacts, precision, backend, images, concurrency, per_level, rounds, 
     with Embedder.load(artifacts, precision, backend) as embedder:
         batch = embedder.batch_size()
         files_x = (files * (1 + 4 * batch // len(files)))[:max(4 * batch, len(files))]
-        first = offline(embedder, files_x, batch, rounds)
-        click.echo(f"offline: {first['images_per_s']:.2f} images/s", err=True)
         proc, url, cmd = start_server(artifacts, precision, backend, ["--max-wait-ms", str(max_wait_ms)], log)
-        served = []
         try:
-            model = json.loads(urllib.request.urlopen(url + "/v1/models").read())["data"][0]["id"]
-            for c in levels:
-                before = (_metric(url, "ijepa_serve_batch_size_sum"), _metric(url, "ijepa_serve_batch_size_count"))
-                level = drive(url, model, inputs, c, per_level * max(c, batch))
-                after = (_metric(url, "ijepa_serve_batch_size_sum"), _metric(url, "ijepa_serve_batch_size_count"))
-                level["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-                served.append(level)
-                click.echo(f"c={c}: {level['images_per_s']:.2f} images/s (steady {level['steady_images_per_s']}), "
-                           f"p50 {level['p50_ms']:.0f} ms, "
-                           f"p99 {level['p99_ms']:.0f} ms, mean batch {level['mean_batch']:.2f}", err=True)
+            served, passes = run_levels(embedder, files_x, batch, rounds, url, inputs, levels, per_level)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
-        second = offline(embedder, files_x, batch, rounds)
-        click.echo(f"offline again: {second['images_per_s']:.2f} images/s", err=True)
-    passes = first["runs"] + second["runs"]
     result = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "command": "python -m ijepa_deploy.bench.serve_bench " + " ".join(sys.argv[1:]),
               "server_command": " ".join(cmd[1:]), "artifact": os.path.basename(os.path.normpath(artifacts)),
               "precision": precision, "backend": backend, "batch": batch, "max_wait_ms": max_wait_ms,
               "images": len(files), "offline": {"images_per_s": statistics.median(passes), "passes": passes},
               "served": served}
-    result["ratio_at_max"] = served[-1]["images_per_s"] / result["offline"]["images_per_s"]
-    if served[-1].get("steady_images_per_s"):
-        result["steady_ratio_at_max"] = served[-1]["steady_images_per_s"] / result["offline"]["images_per_s"]
+    result["ratio_at_max"] = served[-1]["x_offline"]
+    result["steady_ratio_at_max"] = served[-1].get("steady_x_offline")
     click.echo(render(result))
     if out:
         Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n")
