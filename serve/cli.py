@@ -106,7 +106,7 @@ def command(debug, log_level, no_verify, no_access_log, **options):
         elif config.workers > 1:
             from .server import run_workers
 
-            code = run_workers(config, level)
+            code = run_workers(config, configure_logging, level)
         else:
             from .server import serve
 

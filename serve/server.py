@@ -101,20 +101,20 @@ def serve(config: ServeConfig, sockets: list[socket.socket] | None = None) -> in
     return server.exit_code
 
 
-def _worker(config_json: str, sock: socket.socket, log_level: int) -> None:
-    from .cli import configure_logging
-
-    configure_logging(log_level)
+def _worker(config_json: str, sock: socket.socket, configure_logging, log_level: int) -> None:
+    if configure_logging is not None:  # a spawned process starts with no logging configuration
+        configure_logging(log_level)
     os.environ[ENV_CONFIG] = config_json
     raise SystemExit(serve(ServeConfig.from_json(config_json), sockets=[sock]))
 
 
-def run_workers(config: ServeConfig, log_level: int = logging.INFO) -> int:
-    """`config.workers` server processes on one socket; SIGTERM/SIGINT drain them all."""
+def run_workers(config: ServeConfig, configure_logging=None, log_level: int = logging.INFO) -> int:
+    """`config.workers` server processes on one socket; SIGTERM/SIGINT drain them all. Each worker calls
+    `configure_logging(log_level)` first (a module-level function: it travels to spawned processes)."""
     sock = listen(config.host, config.port)
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(config.to_json(), sock, log_level), name=f"ijepa-serve-{i}")
-               for i in range(config.workers)]
+    args = (config.to_json(), sock, configure_logging, log_level)
+    workers = [context.Process(target=_worker, args=args, name=f"ijepa-serve-{i}") for i in range(config.workers)]
     stopping = []
 
     def forward(sig, frame):
