@@ -403,3 +403,36 @@ def test_cli_errors_are_one_line(tmp_path, tiny_artifacts):
         out = run_module("ijepa_deploy.serve", "--artifacts", str(tiny_artifacts), "--port",
                          str(busy.getsockname()[1]))
         assert "cannot listen on 127.0.0.1" in one_error_line(out)
+
+
+def test_batcher_isolates_a_failing_image_from_its_batch_neighbours():
+    """The batcher itself, with a backend function that fails on one image (a marker pixel value) and one that
+    returns NaN for another: only the requests holding them fail; their batch neighbours get their rows."""
+    import asyncio
+
+    from ijepa_deploy.serve.batcher import DynamicBatcher, NonFiniteOutput
+
+    def infer(pixels):
+        if (pixels == 13).any(axis=(1, 2, 3)).any():
+            raise RuntimeError("backend failure on image 13")
+        out = pixels.reshape(len(pixels), -1)[:, :4].astype(np.float32)
+        out[(pixels == 7).all(axis=(1, 2, 3))] = np.nan
+        return out
+
+    async def main():
+        batcher = DynamicBatcher(lambda arrays: np.stack(arrays), infer, max_batch=8, max_wait_s=0.05, max_queue=64)
+        batcher.start()
+
+        async def request(values):
+            with batcher.admit(len(values)) as ticket:
+                return await batcher.embed([np.full((2, 2, 3), v, np.uint8) for v in values], ticket)
+
+        results = await asyncio.gather(request([1, 2]), request([13]), request([3]), request([7, 4]),
+                                       return_exceptions=True)
+        await batcher.stop()
+        return results, batcher.depth
+
+    (a, failed, b, nan), depth = asyncio.run(main())
+    assert a[:, 0].tolist() == [1, 2] and b[:, 0].tolist() == [3]
+    assert isinstance(failed, RuntimeError) and isinstance(nan, NonFiniteOutput)
+    assert depth == 0
