@@ -28,6 +28,41 @@ import click
 import numpy as np
 
 
+def machine() -> dict:
+    """This machine, for the report (self-contained: no torch import)."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cpu = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        memory = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                          if line.startswith("MemTotal"))) / 1024 ** 2
+    except (OSError, StopIteration, ValueError):
+        memory = 0.0
+    versions = {}
+    for module in ("onnxruntime", "openvino"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1), "os": platform.platform(), **versions}
+
+
+def photos(folder: Path | None) -> list[Path]:
+    """The photos to send: a folder's images, or scikit-image's own."""
+    if folder:
+        found = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+        if not found:
+            raise click.ClickException(f"no .jpg/.jpeg/.png/.webp images in {folder}")
+        return found
+    import skimage
+
+    data = Path(skimage.__file__).parent / "data"
+    return [data / n for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                               "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "camera.png", "ihc.png")]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -195,9 +230,7 @@ def main(artifacts, precision, backend, images, concurrency, per_level, rounds, 
     """Served images/s and p50/p99 latency at each concurrency vs offline Embedder.embed at the same batch."""
     from ijepa_deploy.runtime import Embedder
 
-    from .bench import _photos, machine
-
-    files = _photos(Path(images) if images else None)
+    files = photos(Path(images) if images else None)
     inputs = [_data_url(f) for f in files]
     levels = [int(c) for c in concurrency.split(",")]
     log = Path(out + ".server.log") if out else Path("serve-bench.server.log")

@@ -436,3 +436,13 @@ def test_batcher_isolates_a_failing_image_from_its_batch_neighbours():
     assert a[:, 0].tolist() == [1, 2] and b[:, 0].tolist() == [3]
     assert isinstance(failed, RuntimeError) and isinstance(nan, NonFiniteOutput)
     assert depth == 0
+
+
+def test_serve_bench_reports_every_level(tmp_path, tiny_artifacts, photos):
+    out = run_module("ijepa_deploy.bench.serve_bench", "--artifacts", str(tiny_artifacts), "--images",
+                     str(photos["eval"]), "--concurrency", "1,3", "--requests", "1", "--out", str(tmp_path / "b"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert [level["concurrency"] for level in result["served"]] == [1, 3] and len(result["offline"]["passes"]) == 3
+    assert all(level["ok"] == level["requests"] and level["p99_ms"] >= level["p50_ms"] > 0 for level in result["served"])
+    assert "| 3 |" in (tmp_path / "b.md").read_text()
