@@ -444,5 +444,5 @@ def test_serve_bench_reports_every_level(tmp_path, tiny_artifacts, photos):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "b.json").read_text())
     assert [level["concurrency"] for level in result["served"]] == [1, 3] and len(result["offline"]["passes"]) == 3
-    assert all(level["ok"] == level["requests"] and level["p99_ms"] >= level["p50_ms"] > 0 for level in result["served"])
+    assert all(lv["ok"] == lv["requests"] and lv["p99_ms"] >= lv["p50_ms"] > 0 for lv in result["served"])
     assert "| 3 |" in (tmp_path / "b.md").read_text()
