@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -233,7 +234,7 @@ def main(artifacts, precision, backend, images, concurrency, per_level, rounds, 
     files = photos(Path(images) if images else None)
     inputs = [_data_url(f) for f in files]
     levels = [int(c) for c in concurrency.split(",")]
-    log = Path(out + ".server.log") if out else Path("serve-bench.server.log")
+    log = Path(out + ".server.log") if out else Path(tempfile.gettempdir()) / "ijepa-serve-bench.server.log"
     with Embedder.load(artifacts, precision, backend) as embedder:
         batch = embedder.batch_size()
         files_x = (files * (1 + 4 * batch // len(files)))[:max(4 * batch, len(files))]
