@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .errors import ExportError
-from .onnx_graph import FP16_GRAPH, FP32_GRAPH, QDQ_BASE_GRAPH, GraphPrecision
+from .onnx_graph import FP16_GRAPH, FP32_GRAPH, QDQ_FP16_GRAPH, GraphPrecision
 
 
 @dataclass(frozen=True)
@@ -93,21 +93,21 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
     Precision("bf16", "the fp32 file run with a bfloat16 inference precision (OpenVINO on CPUs with "
                       "AVX512-BF16 or AMX)", HALF_GATE, mode_of="fp32", inference_precision="bf16", cpu_only=True,
               backends=("openvino",)),
-    Precision("int8", "symmetric int8 Q/DQ on q/k/v/proj/fc1/fc2 inputs, per-channel weights, float16 attention "
-                      "(TensorRT 10.12+/11 strongly typed)", QUANT_GATE,
-              file="model_int8.onnx", graph=QDQ_BASE_GRAPH, tensorrt=True,
+    Precision("int8", "symmetric int8 Q/DQ (float16 scales) on q/k/v/proj/fc1/fc2 inputs, per-channel weights, "
+                      "float16 float region, float32 LayerNorm/residual (TensorRT 10+/11 strongly typed)", QUANT_GATE,
+              file="model_int8.onnx", graph=QDQ_FP16_GRAPH, tensorrt=True, min_opset=19,
               recipe=QuantRecipe("int8", "int8", tensorrt_rules=True,
-                                 target="TensorRT 10.12+/11 strongly typed; also ONNX Runtime")),
+                                 target="TensorRT 10+/11 strongly typed; also ONNX Runtime")),
     Precision("int8-cpu", "uint8 activations / int8 weights Q/DQ on the fp32 graph (ONNX Runtime and OpenVINO "
                           "CPU kernels); not for TensorRT, which rejects UINT8", QUANT_GATE,
               file="model_int8_cpu.onnx", graph=FP32_GRAPH, cpu_only=True,
               recipe=QuantRecipe("uint8", "int8", tensorrt_rules=False, target="ONNX Runtime / OpenVINO on CPUs")),
-    Precision("fp8", "E4M3 Q/DQ on q/k/v/proj/fc1/fc2 inputs, per-channel weights, float16 attention "
-                     "(TensorRT on Ada/Hopper/Blackwell, compute capability >= 8.9)", QUANT_GATE,
-              file="model_fp8.onnx", graph=QDQ_BASE_GRAPH, tensorrt=True, min_compute_capability="8.9",
+    Precision("fp8", "E4M3 Q/DQ (float16 scales) on q/k/v/proj/fc1/fc2 inputs, per-channel weights, float16 "
+                     "float region (TensorRT on Ada/Hopper/Blackwell, compute capability >= 8.9)", QUANT_GATE,
+              file="model_fp8.onnx", graph=QDQ_FP16_GRAPH, tensorrt=True, min_compute_capability="8.9",
               min_opset=19,
               recipe=QuantRecipe("fp8e4m3", "fp8e4m3", tensorrt_rules=True,
-                                 target="TensorRT 10.12+/11 on compute capability >= 8.9")),
+                                 target="TensorRT 10+/11 on compute capability >= 8.9")),
 )}
 
 
