@@ -114,7 +114,10 @@ class Engine:
     compute_capability: str
     profiles: list[dict]
     version_compatible: bool = False
-    hardware_compatibility: str | None = None
+    hardware_compatibility: str | None = None  # "ampere_plus", read from the plan itself
+    cpu_arch: str | None = None  # "x86_64" / "aarch64": plans do not cross CPU architectures
+    stripped: bool = False  # weight-stripped: refitted from the artifact's ONNX when loaded
+    precision_report: dict | None = None  # what the engine inspector says every GEMM runs in, attention fusion
     build_seconds: float | None = None
     optimization_level: int | None = None
     tf32: bool | None = None
