@@ -18,7 +18,7 @@ CUDA_VERSIONS = ["12.9.10", "13.5.0"]
 TRT_FILES = [ROOT / "exporter" / "tensorrt_build.py", ROOT / "exporter" / "tensorrt_register.py",
              ROOT / "runtime" / "backends" / "tensorrt_backend.py"]
 CUDA_FILES = [ROOT / "runtime" / "backends" / "tensorrt_cuda.py", ROOT / "runtime" / "backends" / "tensorrt_backend.py",
-              ROOT / "bench" / "gpu_check.py"]
+              ROOT / "bench" / "gpu_sections.py"]
 # Names our TensorRT code holds TensorRT objects in: every attribute read on them is TensorRT API.
 TRT_OBJECTS = {"trt", "self._trt", "builder", "network", "parser", "config", "profile", "engine", "self.engine",
                "runtime", "self._runtime", "inspector", "ctx", "cache", "refitter", "self.context"}
