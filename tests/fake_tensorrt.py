@@ -134,6 +134,7 @@ def make_tensorrt(cudart: FakeCudart, version: str = "10.3.0.26"):
     trt.nptype = lambda dtype: np.float32
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
     trt.HardwareCompatibilityLevel = types.SimpleNamespace(NONE="NONE", AMPERE_PLUS="AMPERE_PLUS")
+    trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(STATIC="STATIC", ON_PROFILE_CHANGE="ON_PROFILE_CHANGE")
     trt.refits = []
 
     class Logger:
@@ -287,8 +288,8 @@ class FakeEngine:
     def get_tensor_profile_shape(self, name, index):
         return self.profiles[index]
 
-    def create_execution_context(self):
-        ctx = FakeContext(self)
+    def create_execution_context(self, strategy="STATIC"):
+        ctx = FakeContext(self, strategy=strategy)
         self.contexts.append(ctx)
         return ctx
 
@@ -296,6 +297,7 @@ class FakeEngine:
 @dataclass
 class FakeContext:
     engine: FakeEngine
+    strategy: str = "STATIC"
     profile: int = 0
     shape: tuple | None = None
     addresses: dict = field(default_factory=dict)

@@ -20,7 +20,7 @@ TRT_FILES = [ROOT / "exporter" / "tensorrt_build.py", ROOT / "exporter" / "tenso
 CUDA_FILES = [ROOT / "runtime" / "backends" / "tensorrt_cuda.py", ROOT / "runtime" / "backends" / "tensorrt_backend.py",
               ROOT / "bench" / "gpu_sections.py"]
 # Names our TensorRT code holds TensorRT objects in: every attribute read on them is TensorRT API.
-TRT_OBJECTS = {"trt", "self._trt", "builder", "network", "parser", "config", "profile", "engine", "self.engine",
+TRT_OBJECTS = {"trt", "self._trt", "backend._trt", "builder", "network", "parser", "config", "profile", "engine", "self.engine",
                "runtime", "self._runtime", "inspector", "ctx", "cache", "refitter", "self.context"}
 # Everything the features of issue 21 rely on (a rename in the source would drop a name silently).
 REQUIRED = {"create_network", "parse_from_file", "set_timing_cache", "execute_async_v3", "engine_host_code_allowed",
@@ -28,7 +28,8 @@ REQUIRED = {"create_network", "parse_from_file", "set_timing_cache", "execute_as
             "set_optimization_profile_async", "num_optimization_profiles", "get_tensor_profile_shape",
             "add_optimization_profile", "Refitter", "OnnxParserRefitter", "refit_from_file", "refit_cuda_engine",
             "STRIP_PLAN", "REFIT_IDENTICAL", "hardware_compatibility_level", "AMPERE_PLUS", "create_engine_inspector",
-            "get_engine_information", "JSON", "DETAILED", "VERSION_COMPATIBLE"}
+            "get_engine_information", "JSON", "DETAILED", "VERSION_COMPATIBLE", "ON_PROFILE_CHANGE",
+            "ExecutionContextAllocationStrategy"}
 
 
 def _chain(node: ast.AST) -> str | None:

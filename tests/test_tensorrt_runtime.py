@@ -183,6 +183,7 @@ def _pixels(n, size=56, seed=0):
 def test_one_context_per_profile_and_bucket_choice(backend):
     b, _ = backend()
     assert [c.profile for c in b.engine.contexts] == [0, 1]  # each context bound to its own profile
+    assert {c.strategy for c in b.engine.contexts} == {"ON_PROFILE_CHANGE"}  # sized for its own profile
     for n in (1, 3, 8, 20):  # 3: padded up to 4 on profile 1; 20: split as 8 + 8 + 4
         x = _pixels(n, seed=n)
         got = b.run(x)
@@ -214,6 +215,12 @@ def test_cuda_graphs_per_context_and_shape(backend):
     assert b.warmup() == 4 and "CUDA graphs" in b.describe()  # every profile, twice (capture)
     b.close()
     assert cudart.calls.count("cudaStreamDestroy") == 2
+
+
+def test_cuda_graphs_switch(backend, monkeypatch):
+    assert not backend()[0].cuda_graphs
+    monkeypatch.setenv("IJEPA_TENSORRT_CUDA_GRAPHS", "1")
+    assert backend()[0].cuda_graphs and not backend(cuda_graphs=False)[0].cuda_graphs
 
 
 def test_failed_capture_falls_back(backend):

@@ -15,6 +15,7 @@ refuses new ones. Plans are checked against this machine before deserialization.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,7 +125,12 @@ class Slot:
 
     def __init__(self, engine, profile: int, backend: "TensorRTBackend"):
         self.backend = backend
-        self.context = engine.create_execution_context()
+        trt = backend._trt
+        # A context that never leaves its profile needs the activation memory of that profile only
+        # (STATIC, the default, sizes every context for the largest profile).
+        strategy = trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE if engine.num_optimization_profiles > 1 \
+            else trt.ExecutionContextAllocationStrategy.STATIC
+        self.context = engine.create_execution_context(strategy)
         if self.context is None:
             raise BackendError("TensorRT could not create an execution context (out of GPU memory?)")
         self.io = DeviceBuffers()
@@ -192,9 +198,12 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, plan_path: str | Path, record: "Engine", *, device: int = 0, cuda_graphs: bool = False):
+    def __init__(self, plan_path: str | Path, record: "Engine", *, device: int = 0, cuda_graphs: bool | None = None):
+        """`cuda_graphs`: capture and replay CUDA graphs (None: on when $IJEPA_TENSORRT_CUDA_GRAPHS is 1)."""
         import tensorrt as trt
 
+        if cuda_graphs is None:
+            cuda_graphs = os.environ.get("IJEPA_TENSORRT_CUDA_GRAPHS", "") == "1"
         self._trt, self.device, self.cuda_graphs = trt, device, cuda_graphs
         plan_path = Path(plan_path)
         check_engine_compat(record, local_environment(device), plan_path.parent)
