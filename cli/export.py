@@ -153,12 +153,16 @@ def lint_command(onnx_file, debug):
 Examples:
   ijepa-export build-engine --artifacts engines/vith14_1k --precision fp16,int8
   ijepa-export build-engine --artifacts engines/vith14_1k --max-batch 32 --opt-batch 8 --workspace 8
+  ijepa-export build-engine --artifacts engines/vith14_1k --precision int8 --profiles 1-4,8-32
+  ijepa-export build-engine --artifacts engines/vith14_1k --precision fp16 --strip-weights
 """)
 @click.option("--artifacts", required=True, type=click.Path(file_okay=False), help="Artifact folder from ijepa-export.")
 @click.option("--precision", help="Comma list (default: every exported precision TensorRT can build, except fp32).")
 @click.option("--min-batch", type=click.IntRange(1, 4096), help="Profile minimum batch (default: manifest).")
 @click.option("--opt-batch", type=click.IntRange(1, 4096), help="Profile optimal batch (default: manifest).")
 @click.option("--max-batch", type=click.IntRange(1, 4096), help="Profile maximum batch (default: manifest).")
+@click.option("--profiles", help="Batch buckets, one optimization profile each: MIN-MAX[@OPT][xCOPIES], comma "
+                                 "separated, e.g. 1-4,8-32 (xN: N contexts may run that bucket at once).")
 @click.option("--min-resolution", help="Profile minimum HxW for dynamic artifacts, e.g. 112x112.")
 @click.option("--max-resolution", help="Profile maximum HxW for dynamic artifacts, e.g. 448x448.")
 @click.option("--workspace", default=4.0, show_default=True, type=click.FloatRange(0.1, 1024),
@@ -166,13 +170,20 @@ Examples:
 @click.option("--opt-level", type=click.IntRange(0, 5), default=3, show_default=True, help="Builder optimization level.")
 @click.option("--device", default=0, show_default=True, type=click.IntRange(min=0), help="CUDA device to build on.")
 @click.option("--tf32/--no-tf32", default=False, show_default=True,
-              help="Allow TF32 in fp32 plans (faster on Ampere+, about 1e-3 relative error).")
+              help="Allow TF32 in fp32 plans (faster on Ampere+, about 1e-3 relative error). Other precisions "
+                   "always keep it: their float layers are typed by the ONNX file.")
 @click.option("--version-compatible", is_flag=True,
               help="Plan runs on later TensorRT versions too (10.x plans on 11.x included); slower to load.")
-@click.option("--hardware-compatible", is_flag=True, help="Plan runs on any Ampere or newer GPU (slower).")
+@click.option("--hardware-compatible", is_flag=True, help="Plan runs on any Ampere or newer GPU (slower; not fp8).")
+@click.option("--strip-weights", is_flag=True,
+              help="Weight-stripped plan: refitted from the artifact's ONNX when loaded (one set of weights, plans "
+                   "for many GPUs).")
+@click.option("--allow-float-gemms", is_flag=True,
+              help="Keep a quantized plan whose quantized GEMMs run in float (warn instead of refusing).")
 @click.option("--debug", is_flag=True)
-def build_engine_command(artifacts, precision, min_batch, opt_batch, max_batch, min_resolution, max_resolution,
-                         workspace, opt_level, device, tf32, version_compatible, hardware_compatible, debug):
+def build_engine_command(artifacts, precision, min_batch, opt_batch, max_batch, profiles, min_resolution,
+                         max_resolution, workspace, opt_level, device, tf32, version_compatible, hardware_compatible,
+                         strip_weights, allow_float_gemms, debug):
     """Build TensorRT plans for an artifact folder on this machine's GPU and record them in its manifest."""
 
     def body():
@@ -180,11 +191,12 @@ def build_engine_command(artifacts, precision, min_batch, opt_batch, max_batch, 
 
         for path in build_engine_cli(
                 Path(artifacts), [p.strip() for p in precision.split(",")] if precision else None,
-                batch=(min_batch, opt_batch, max_batch),
+                batch=(min_batch, opt_batch, max_batch), profiles=profiles,
                 resolution=(parse_size(min_resolution, what="--min-resolution") if min_resolution else None,
                             parse_size(max_resolution, what="--max-resolution") if max_resolution else None),
                 workspace_gb=workspace, opt_level=opt_level, device=device, tf32=tf32,
-                version_compatible=version_compatible, hardware_compatible=hardware_compatible):
+                version_compatible=version_compatible, hardware_compatible=hardware_compatible,
+                strip_weights=strip_weights, allow_float_gemms=allow_float_gemms):
             click.echo(str(path))
 
     run_cli(body, debug)
@@ -200,15 +212,21 @@ Examples:
 @click.option("--precision", help="The plan's precision (default: read from its file name, model_<precision>.…).")
 @click.option("--device", default=0, show_default=True, type=click.IntRange(min=0), help="CUDA device to gate on.")
 @click.option("--version-compatible", is_flag=True, help="The plan was built with --versionCompatible.")
+@click.option("--stripped/--not-stripped", default=None,
+              help="The plan was built with --stripWeights (default: read from its file name, ….stripped.plan).")
+@click.option("--allow-float-gemms", is_flag=True,
+              help="Record a quantized plan whose quantized GEMMs run in float (warn instead of refusing).")
 @click.option("--debug", is_flag=True)
-def register_engine_command(artifacts, plan, precision, device, version_compatible, debug):
+def register_engine_command(artifacts, plan, precision, device, version_compatible, stripped, allow_float_gemms,
+                            debug):
     """Record a plan built elsewhere (trtexec, build_engines.sh) in the manifest, after gating it on this GPU."""
 
     def body():
-        from ijepa_deploy.exporter.tensorrt_build import register_engine
+        from ijepa_deploy.exporter.tensorrt_register import register_engine
 
         click.echo(str(register_engine(Path(artifacts), Path(plan), precision=precision, device=device,
-                                       version_compatible=version_compatible)))
+                                       version_compatible=version_compatible, stripped=stripped,
+                                       allow_float_gemms=allow_float_gemms)))
 
     run_cli(body, debug)
 
@@ -227,15 +245,17 @@ Examples:
 @click.option("--instance-kind", type=click.Choice(["KIND_GPU", "KIND_CPU", "KIND_AUTO"]), default=None,
               help="Where encoder instances run (default: KIND_GPU for plans, KIND_CPU for ONNX).")
 @click.option("--name", help="Model name in the repository (default: ijepa_<artifact name>).")
+@click.option("--target-tensorrt", help="TensorRT version of the serving Triton container, e.g. 10.13.3 (default: "
+                                        "$TRT_VERSION, which NGC containers set): a plan built for another is refused.")
 @click.option("--debug", is_flag=True)
-def triton_repo_command(artifacts, out, precision, force_onnx, gpu, instance_kind, name, debug):
+def triton_repo_command(artifacts, out, precision, force_onnx, gpu, instance_kind, name, target_tensorrt, debug):
     """Write a Triton model repository (encoder + preprocessing + ensemble) for an artifact folder."""
 
     def body():
         from ijepa_deploy.exporter.triton_repo import write_triton_repo
 
         click.echo(str(write_triton_repo(Path(artifacts), Path(out), precision, prefer_plan=not force_onnx, gpu=gpu,
-                                         instance_kind=instance_kind, name=name)))
+                                         instance_kind=instance_kind, name=name, target_tensorrt=target_tensorrt)))
 
     run_cli(body, debug)
 

@@ -201,7 +201,10 @@ class Engine:
     compute_capability: str
     profiles: tuple[Mapping, ...]
     version_compatible: bool = False
-    hardware_compatibility: str | None = None
+    hardware_compatibility: str | None = None  # "ampere_plus", read from the plan itself
+    cpu_arch: str | None = None  # "x86_64" / "aarch64": plans do not cross CPU architectures
+    stripped: bool = False  # weight-stripped: refitted from the artifact's ONNX when loaded
+    precision_report: dict | None = None  # what the engine inspector says every GEMM runs in, attention fusion
     build_seconds: float | None = None
     optimization_level: int | None = None
     tf32: bool | None = None
@@ -272,9 +275,9 @@ class Manifest:
         return [e for e in self.engines if e.precision == precision]
 
     def with_engine(self, engine: Engine) -> "Manifest":
-        """This manifest with `engine` recorded, replacing one for the same precision, GPU and TensorRT version."""
-        key = (engine.precision, engine.gpu_name, engine.tensorrt_version)
-        kept = tuple(e for e in self.engines if (e.precision, e.gpu_name, e.tensorrt_version) != key)
+        """This manifest with `engine` recorded, replacing the one of the same file (its name says precision, GPU,
+        TensorRT version and weight stripping)."""
+        kept = tuple(e for e in self.engines if e.file != engine.file)
         return dataclasses.replace(self, engines=kept + (engine,))
 
     # ---------------------------------------------------------------- files

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.md"
 BUILD_SCRIPT_NAME = "build_engines.sh"
 GATE_INPUTS_NAME = "gate_inputs.npy"
-_PLAN = re.compile(r"^model_(?P<precision>[a-z0-9_]+)\.(?P<gpu>[a-z0-9-]+)\.trt(?P<version>[0-9.]+|\$\{TRT_VERSION\})\.plan$")
+STRIPPED = "stripped"
+_PLAN = re.compile(r"^model_(?P<precision>[a-z0-9_]+)\.(?P<gpu>[a-z0-9-]+)\.trt(?P<version>[0-9]+(?:\.[0-9]+){0,2})"
+                   r"(?:\.(?P<variant>stripped))?\.plan$")
 
 
 def onnx_name(precision: str) -> str:
@@ -27,21 +30,34 @@ def gpu_slug(name: str) -> str:
 
 
 def trt_tag(version: str) -> str:
-    """'10.3.0.26' -> 'trt10.3.0' (a shell variable such as ${TRT_VERSION} is kept as it is)."""
-    return "trt" + (version if version.startswith("$") else ".".join(version.split(".")[:3]))
+    """'10.13.3.9' -> 'trt10.13.3' (build number dropped); a shell variable (${TRT_VERSION}) is kept as it is."""
+    if version.startswith("$"):
+        return "trt" + version
+    return "trt" + ".".join(version.split(".")[:3])
 
 
-def plan_name(precision: str, gpu: str, tensorrt_version: str) -> str:
-    """model_<precision>.<gpu slug>.trt<version>.plan: one plan per precision, GPU and TensorRT version."""
-    return f"model_{precision.replace('-', '_')}.{gpu}.{trt_tag(tensorrt_version)}.plan"
+def plan_name(precision: str, gpu: str, tensorrt_version: str, stripped: bool | str = False) -> str:
+    """model_<precision>.<gpu slug>.trt<major.minor.patch>[.stripped].plan: one plan per precision, GPU and
+    TensorRT version (a weight-stripped plan beside a full one). `-` in a precision becomes `_` (precision
+    names never hold `_`). `stripped` may also be a shell variable holding "" or ".stripped" (build_engines.sh)."""
+    variant = f".{STRIPPED}" if stripped is True else (stripped or "")
+    return f"model_{precision.replace('-', '_')}.{gpu}.{trt_tag(tensorrt_version)}{variant}.plan"
 
 
-def parse_plan_name(name: str) -> dict | None:
-    """{precision, gpu, tensorrt_version} of a plan file name, or None when it is not one of ours."""
+@dataclass(frozen=True)
+class PlanName:
+    precision: str
+    gpu: str
+    version: str  # major.minor.patch as in the name
+    stripped: bool
+
+
+def parse_plan_name(name: str) -> PlanName | None:
+    """The parts of a plan file name written by `plan_name`, or None for any other name."""
     m = _PLAN.match(name)
     if not m:
         return None
-    return {"precision": m["precision"].replace("_", "-"), "gpu": m["gpu"], "tensorrt_version": m["version"]}
+    return PlanName(m["precision"].replace("_", "-"), m["gpu"], m["version"], m["variant"] == STRIPPED)
 
 
 def timing_cache_name(gpu: str, tensorrt_version: str) -> str:

@@ -43,14 +43,14 @@ PRECISIONS: dict[str, PrecisionFacts] = {p.name: p for p in (
     PrecisionFacts("bf16", "the fp32 file run with a bfloat16 inference precision (OpenVINO on CPUs with "
                            "AVX512-BF16 or AMX)", None, mode_of="fp32", inference_precision="bf16", cpu_only=True,
                    backends=("openvino",), openvino_fast=True),
-    PrecisionFacts("int8", "symmetric int8 Q/DQ on q/k/v/proj/fc1/fc2 inputs, per-channel weights, float16 attention "
-                           "(TensorRT 10.12+/11 strongly typed)", onnx_name("int8"), quantized=True, tensorrt=True,
-                   openvino_fast=True),
+    PrecisionFacts("int8", "symmetric int8 Q/DQ (float16 scales) on q/k/v/proj/fc1/fc2 inputs, per-channel weights, "
+                           "float16 float region, float32 LayerNorm/residual (TensorRT 10+/11 strongly typed)",
+                   onnx_name("int8"), quantized=True, tensorrt=True, min_opset=19, openvino_fast=True),
     PrecisionFacts("int8-cpu", "uint8 activations / int8 weights Q/DQ on the fp32 graph (ONNX Runtime and OpenVINO "
                                "CPU kernels); not for TensorRT, which rejects UINT8", onnx_name("int8-cpu"),
                    quantized=True, cpu_only=True, openvino_fast=True),
-    PrecisionFacts("fp8", "E4M3 Q/DQ on q/k/v/proj/fc1/fc2 inputs, per-channel weights, float16 attention "
-                          "(TensorRT on Ada/Hopper/Blackwell, compute capability >= 8.9)", onnx_name("fp8"),
+    PrecisionFacts("fp8", "E4M3 Q/DQ (float16 scales) on q/k/v/proj/fc1/fc2 inputs, per-channel weights, float16 "
+                          "float region (TensorRT on Ada/Hopper/Blackwell, compute capability >= 8.9)", onnx_name("fp8"),
                    quantized=True, tensorrt=True, min_compute_capability="8.9", min_opset=19),
 )}
 

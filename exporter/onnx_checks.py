@@ -23,7 +23,9 @@ def check_onnx(path: Path) -> None:
 
 def check_typed_graph(path: Path) -> dict[str, int]:
     """Strict type inference over the whole graph (every op's inputs agree), float32 graph I/O.
-    Returns how many MatMuls compute in each dtype (a quantized MatMul counts as its weights' type)."""
+    Returns how many MatMuls compute in each dtype (a quantized MatMul counts as its weights' type),
+    and under "outputs" the dtypes their outputs carry (what a strongly typed TensorRT network
+    builds the surrounding float layers in)."""
     model = onnx.load(str(path), load_external_data=False)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
@@ -36,13 +38,15 @@ def check_typed_graph(path: Path) -> dict[str, int]:
     types.update({i.name: i.data_type for i in inferred.graph.initializer})
     producers = {o: n for n in inferred.graph.node for o in n.output}
     counts: Counter = Counter()
+    outputs: Counter = Counter()
     for node in inferred.graph.node:
         if node.op_type != "MatMul":
             continue
+        outputs[TensorProto.DataType.Name(types.get(node.output[0], 0)).lower()] += 1
         weight = node.input[1]
         source = producers.get(weight)
         if source is not None and source.op_type == "DequantizeLinear":
             counts[TensorProto.DataType.Name(types.get(source.input[0], 0)).lower()] += 1
         else:
             counts[TensorProto.DataType.Name(types.get(node.input[0], 0)).lower()] += 1
-    return dict(counts)
+    return {**counts, "outputs": dict(outputs)}

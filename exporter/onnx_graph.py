@@ -11,7 +11,8 @@ A `GraphPrecision` says in which dtype each region computes; the residual stream
 position table, pooling and head always stay float32, and every dtype boundary is an explicit
 Cast, so the typed graph is what a strongly typed TensorRT network compiles. A `QuantPlan` adds
 explicit Q/DQ on the inputs of the weight MatMuls it names (weights stored quantized, per output
-channel; activations per tensor, one Q/DQ pair per tensor however many MatMuls read it).
+channel; activations per tensor, one Q/DQ pair per tensor however many MatMuls read it). Q/DQ
+scales take the dtype of the region they sit in (float16 scales need opset >= 19).
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ class GraphPrecision:
 
 FP32_GRAPH = GraphPrecision("fp32", linear=F32, attention=F32)
 FP16_GRAPH = GraphPrecision("fp16", linear=F16, attention=F16)
-# The graph that Q/DQ is placed on for TensorRT: weight MatMuls float32 (their inputs get Q/DQ with
-# float32 scales), attention float16 (TensorRT's int8 MHA needs head size 16/32/64; ViT-H has 80,
-# ViT-g 88).
-QDQ_BASE_GRAPH = GraphPrecision("qdq-base", linear=F32, attention=F16)
+# The graph that Q/DQ is placed on for TensorRT: the fp16 graph (float32 LayerNorm/residual islands),
+# Q/DQ with float16 scales. A strongly typed network builds every float32 layer as strict FP32, so
+# DQ outputs, biases, GELU and the MatMuls mixed precision keeps in float must be float16 here
+# (Model Optimizer's default for the float region of quantized graphs). Attention stays float16.
+QDQ_FP16_GRAPH = GraphPrecision("qdq-fp16", linear=F16, attention=F16)
+HALF_SCALE_MIN = 2.0 ** -14  # smallest normal float16: no subnormal scales
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,29 @@ class QuantPlan:
     input_shifts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def quantize_weight(w: np.ndarray, dtype: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel quantization of a [in, out] weight: (values, scale[out])."""
+def stored_scale(scale, dtype: int, round_up: bool = False) -> np.ndarray:
+    """A scale as stored in a graph region of `dtype`: float16 is clamped to its normal range and,
+    with `round_up`, never below the float32 value (so quantized values stay within range)."""
+    scale = np.asarray(scale, np.float32)
+    if dtype != F16:
+        return scale
+    clamped = np.clip(scale, HALF_SCALE_MIN, 65504.0)
+    half = np.asarray(clamped.astype(np.float16))
+    if round_up:
+        low = half.astype(np.float32) < clamped
+        half[low] = np.nextafter(half[low], np.float16(np.inf))
+    return half
+
+
+def quantize_weight(w: np.ndarray, dtype: int, scale_dtype: int = F32) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel quantization of a [in, out] weight: (values, scale[out]), the
+    values computed with the scale exactly as stored (in `scale_dtype`)."""
     amax = np.maximum(np.abs(w).max(axis=0), 1e-12).astype(np.float32)
+    scale = stored_scale(amax / (FP8_MAX if dtype == FP8 else 127.0), scale_dtype, round_up=True)
+    s = scale.astype(np.float32)
     if dtype == FP8:
-        scale = (amax / FP8_MAX).astype(np.float32)
-        return np.clip(w / scale, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn), scale
-    scale = (amax / 127.0).astype(np.float32)
-    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+        return np.clip(w / s, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn), scale
+    return np.clip(np.rint(w / s), -127, 127).astype(np.int8), scale
 
 
 @dataclass
@@ -138,12 +156,13 @@ class _Builder:
     def cast(self, x: str, src: int, dst: int, name: str) -> str:
         return x if src == dst else self.node("Cast", [x], name, to=dst)
 
-    def dequantized(self, x: str, q: ActQuant) -> str:
-        """x through QuantizeLinear -> DequantizeLinear with `q` (one pair per tensor and parameters)."""
+    def dequantized(self, x: str, q: ActQuant, dtype: int = F32) -> str:
+        """x (of `dtype`) through QuantizeLinear -> DequantizeLinear with `q` (one pair per tensor and
+        parameters; the scale in `dtype`)."""
         key = (x, q)
         if key not in self._dequantized:
             tag = x + ("" if not any(k[0] == x for k in self._dequantized) else f".{len(self._dequantized)}")
-            scale = self.weight(f"{tag}.scale", np.array(q.scale, np.float32))
+            scale = self.weight(f"{tag}.scale", stored_scale(q.scale, dtype))
             zero = self.weight(f"{tag}.zero_point", np.array(q.zero_point, _NP[q.dtype]))
             quantized = self.node("QuantizeLinear", [x, scale, zero], f"{tag}.QuantizeLinear")
             self._dequantized[key] = self.node("DequantizeLinear", [quantized, scale, zero], f"{tag}.DequantizeLinear")
@@ -157,17 +176,17 @@ class _Builder:
         shift = self.quant.input_shifts.get(name) if act is not None else None
         bias_shift = 0.0
         if shift is not None:  # x W + b = (x - z) W + (b + z W)
-            x = self.node("Sub", [x, self.weight(f"{name}.input_shift", shift.astype(np.float32))], f"{name}.InputShift")
+            x = self.node("Sub", [x, self.weight(f"{name}.input_shift", shift.astype(_NP[dtype]))], f"{name}.InputShift")
             bias_shift = shift.astype(np.float64) @ w.astype(np.float64)
         if act is None:
             weight = self.weight(f"{name}.weight", w.astype(_NP[dtype]))
         else:
-            values, w_scale = quantize_weight(w, self.quant.weight_dtype)
+            values, w_scale = quantize_weight(w, self.quant.weight_dtype, dtype)
             stored = self.weight(f"{name}.weight_quantized", values)
             w_scale = self.weight(f"{name}.weight_scale", w_scale)
             zero = self.weight(f"{name}.weight_zero_point", np.zeros(values.shape[1], _NP[self.quant.weight_dtype]))
             weight = self.node("DequantizeLinear", [stored, w_scale, zero], f"{name}.weight.DequantizeLinear", axis=1)
-            x = self.dequantized(x, act)
+            x = self.dequantized(x, act, dtype)
         y = self.node("MatMul", [x, weight], f"{name}.MatMul")
         if layer.bias is None:
             return y

@@ -13,7 +13,7 @@ from ijepa_deploy.contract.precisions import PrecisionFacts, precision_facts, wi
 
 from .errors import ExportError
 from .gates import FP32_GATE, HALF_GATE, QUANT_GATE, Gate
-from .onnx_graph import FP16_GRAPH, FP32_GRAPH, QDQ_BASE_GRAPH, GraphPrecision
+from .onnx_graph import FP16_GRAPH, FP32_GRAPH, QDQ_FP16_GRAPH, GraphPrecision
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,17 @@ class ExportPrecision:
         return self.recipe is not None
 
 
-_TENSORRT = "TensorRT 10.12+/11 strongly typed"
+_TENSORRT = "TensorRT 10+/11 strongly typed"
 RECIPES: dict[str, tuple[Gate, GraphPrecision | None, QuantRecipe | None]] = {
     "fp32": (FP32_GATE, FP32_GRAPH, None),
     "fp16": (HALF_GATE, FP16_GRAPH, None),
     "bf16": (HALF_GATE, None, None),
-    "int8": (QUANT_GATE, QDQ_BASE_GRAPH, QuantRecipe("int8", "int8", tensorrt_rules=True,
+    "int8": (QUANT_GATE, QDQ_FP16_GRAPH, QuantRecipe("int8", "int8", tensorrt_rules=True,
                                                       target=f"{_TENSORRT}; also ONNX Runtime")),
     "int8-cpu": (QUANT_GATE, FP32_GRAPH, QuantRecipe("uint8", "int8", tensorrt_rules=False,
                                                       target="ONNX Runtime / OpenVINO on CPUs")),
-    "fp8": (QUANT_GATE, QDQ_BASE_GRAPH, QuantRecipe("fp8e4m3", "fp8e4m3", tensorrt_rules=True,
-                                                     target="TensorRT 10.12+/11 on compute capability >= 8.9")),
+    "fp8": (QUANT_GATE, QDQ_FP16_GRAPH, QuantRecipe("fp8e4m3", "fp8e4m3", tensorrt_rules=True,
+                                                     target="TensorRT 10+/11 on compute capability >= 8.9")),
 }
 
 

@@ -1,9 +1,9 @@
 """A lint for INT8 Q/DQ ONNX files against TensorRT's explicit-quantization rules.
 
 Works on any ONNX file (structure only, no names required) and reports every violation:
-  opset       default-domain opset >= 13 (per-axis Q/DQ), >= 19 for float8 Q/DQ
+  opset       default-domain opset >= 13 (per-axis Q/DQ), >= 19 for float8 Q/DQ or float16 scales
   zero-point  every zero point present, int8 or float8 E4M3, all 0 (symmetric; UINT8 is rejected)
-  scale       every scale a constant, finite, > 0
+  scale       every scale a constant, finite, > 0, float32 or float16
   axis        weights per channel on the output axis (MatMul [in, out]: axis 1; Conv: axis 0);
               activations per tensor
   placement   Q/DQ only feed weight-bearing MatMul/Gemm/Conv; not LayerNorm, Softmax, Add, the
@@ -28,6 +28,7 @@ from .errors import ExportError
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 ZERO_POINT_TYPES = (TensorProto.INT8, TensorProto.FLOAT8E4M3FN)
+SCALE_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 
 
@@ -63,6 +64,10 @@ class _Graph:
             t = onnx.TensorProto.FromString(t.SerializeToString())
             load_external_data_for_tensor(t, str(self.base_dir))
         return numpy_helper.to_array(t)
+
+    def dtype(self, name: str) -> int | None:
+        t = self.initializers.get(name) or self.constants.get(name)
+        return None if t is None else t.data_type
 
     def is_constant(self, name: str) -> bool:
         return name in self.initializers or name in self.constants
@@ -102,6 +107,9 @@ def lint_model(model: onnx.ModelProto, base_dir: Path = Path(".")) -> list[Viola
     float8 = any(t.data_type == TensorProto.FLOAT8E4M3FN for t in g.initializers.values())
     if float8 and opset < 19:
         out.append(Violation("opset", "model", f"opset {opset} < 19: float8 Q/DQ needs opset >= 19"))
+    half = any(g.dtype(n.input[1]) == TensorProto.FLOAT16 for n in g.nodes if n.op_type in QDQ and len(n.input) > 1)
+    if half and opset < 19:
+        out.append(Violation("opset", "model", f"opset {opset} < 19: float16 Q/DQ scales need opset >= 19"))
 
     for n in g.nodes:
         if n.op_type not in QDQ:
@@ -120,6 +128,9 @@ def _check_scale_and_zero_point(g: _Graph, n: onnx.NodeProto) -> list[Violation]
     scale = g.constant(n.input[1]) if len(n.input) > 1 else None
     if scale is None:
         out.append(Violation("scale", n.name, f"scale {n.input[1] if len(n.input) > 1 else '?'} is not a constant"))
+    elif g.dtype(n.input[1]) not in SCALE_TYPES:
+        name = TensorProto.DataType.Name(g.dtype(n.input[1]))
+        out.append(Violation("scale", n.name, f"scale is {name}; TensorRT takes FLOAT or FLOAT16 scales"))
     elif not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         out.append(Violation("scale", n.name, f"scale has non-positive or non-finite values (min {np.min(scale):g})"))
     zp_name = n.input[2] if len(n.input) > 2 and n.input[2] else None

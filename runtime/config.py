@@ -30,6 +30,8 @@ class EmbedConfig:
     device: int = 0  # CUDA device (TensorRT)
     graph_optimization_level: str = "all"  # ONNX Runtime
     openvino_cache: str | bool | None = None  # OpenVINO compile cache folder; False: compile every time
+    cuda_graphs: bool | None = None  # TensorRT: capture CUDA graphs per bucket (None: $IJEPA_TENSORRT_CUDA_GRAPHS)
+    warmup: bool = True  # run the backend's warm-up on load (TensorRT: every profile, graphs captured)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

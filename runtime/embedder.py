@@ -64,6 +64,8 @@ class Embedder:
         manifest = Manifest.load(artifacts)
         opened = open_backend(manifest, config)
         try:
+            if config.warmup:
+                opened.warmup()
             return cls(manifest, opened, config)
         except BaseException:
             opened.close()

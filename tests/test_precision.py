@@ -47,7 +47,7 @@ def test_fp16_artifact_is_typed_and_passes_gate(tiny_artifacts):
             assert types[node.input[0]] == TensorProto.FLOAT, node.name  # float32 islands
         if node.op_type in ("MatMul", "Softmax", "Erf"):
             assert types[node.input[0]] == TensorProto.FLOAT16, node.name
-    assert v["matmul_dtypes"] == {"float16": 16}
+    assert v["matmul_dtypes"] == {"float16": 16, "outputs": {"float16": 16}}
 
 
 @pytest.mark.parametrize("precision", QUANTIZED)
@@ -71,13 +71,42 @@ def test_quantized_artifacts_pass_lint_and_gate(tiny_artifacts, precision):
     violations = lint_file(tiny_artifacts / art["file"])
     if precision == "int8-cpu":  # ONNX Runtime's U8S8 form: TensorRT would reject it, and the lint says so
         assert any(x.rule == "zero-point" and "must be INT8" in x.message for x in violations)
+        assert v["matmul_dtypes"]["outputs"] == {"float": 16}  # a CPU file: float32 stays
     else:
         assert violations == []
+        assert_float16_region(tiny_artifacts / art["file"], v["matmul_dtypes"])
+
+
+def float16_share(matmul_dtypes: dict) -> float:
+    outputs = matmul_dtypes["outputs"]
+    return outputs.get("float16", 0) / sum(outputs.values())
+
+
+def assert_float16_region(path: Path, matmul_dtypes: dict) -> None:
+    """A TensorRT Q/DQ file: float16 float region (>= 90 % of MatMul outputs, float16 scales, opset >= 19),
+    float32 only in the LayerNorm/residual/position-table/pooling islands."""
+    from ijepa_deploy.exporter.onnx_checks import check_typed_graph
+
+    assert float16_share(matmul_dtypes) >= 0.9 and check_typed_graph(path) == matmul_dtypes
+    model = onnx.load(str(path))
+    assert model.opset_import[0].version >= 19
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    scales = {inits[n.input[1]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    assert scales == {TensorProto.FLOAT16}
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, check_type=True)
+    types = {x.name: x.type.tensor_type.elem_type for x in inferred.graph.value_info}
+    for node in inferred.graph.node:
+        if node.name.startswith("blocks.") and (node.op_type in ("Erf", "Softmax")
+                                                or node.name.endswith(("BiasAdd", "DequantizeLinear"))):
+            assert types[node.output[0]] == TensorProto.FLOAT16, node.name
+        if node.op_type in ("LayerNormalization", "Resize") or node.name.endswith("Residual"):
+            assert types[node.output[0]] == TensorProto.FLOAT, node.name
 
 
 def test_fp8_artifact_form(tiny_artifacts):
     art = _manifest(tiny_artifacts)["artifacts"]["fp8"]
     assert art["opset"] >= 19 and art["tensorrt"] and art["min_compute_capability"] == "8.9"
+    assert _manifest(tiny_artifacts)["artifacts"]["int8"]["opset"] >= 19  # float16 scales
     model = onnx.load(str(tiny_artifacts / "model_fp8.onnx"))
     assert model.opset_import[0].version >= 19
     zero_points = {i.data_type for i in model.graph.initializer if "zero_point" in i.name}
@@ -175,6 +204,8 @@ def test_new_flow_passes_outlier_checkpoints(outlier_checkpoints, photos, tmp_pa
         if precision == "int8" and q["float_layers"]:  # TensorRT: fc1 only ever quantized with its fc2
             assert all(n.replace("fc1", "fc2") in q["float_layers"] for n in q["float_layers"] if n.endswith("fc1"))
         assert lint_file(folder / art["file"]) == [] or precision == "int8-cpu"
+        if precision != "int8-cpu":  # kept-float layers are float16 too: never strict FP32 in TensorRT
+            assert_float16_region(folder / art["file"], art["validation"]["matmul_dtypes"])
     if strength == "extreme":  # token-dependent outliers: mixed precision had to keep layers in float
         kept = data["artifacts"]["int8-cpu"]["quantization"]["float_layers"]
         assert kept and all(".mlp." in n for n in kept)
@@ -345,6 +376,28 @@ def test_lint_fp8_rules(tiny_artifacts):
     assert any(v.rule == "zero-point" and "not 0" in v.message for v in lint_model(bad))
 
 
+def test_lint_scale_types(int8_model):
+    assert lint_model(int8_model) == []  # float16 scales at opset 19
+    bad = copy.deepcopy(int8_model)
+    bad.opset_import[0].version = 17
+    assert any(v.rule == "opset" and "float16 Q/DQ scales" in v.message for v in lint_model(bad))
+    bad = copy.deepcopy(int8_model)
+    scale = _nodes(bad, "QuantizeLinear")[0].input[1]
+    _set(bad, scale, numpy_helper.to_array(_init(bad, scale)).astype(np.float64))
+    assert any(v.rule == "scale" and "DOUBLE" in v.message for v in lint_model(bad))
+
+
+def test_float16_scales_stay_in_range():
+    from ijepa_deploy.exporter.onnx_graph import F16, INT8, quantize_weight, stored_scale
+
+    w = np.array([[1e-9, 0.5, 3.0], [-1e-9, -0.25, 1.0]], np.float32)
+    values, scale = quantize_weight(w, INT8, F16)
+    assert scale.dtype == np.float16 and scale.min() >= 2.0 ** -14  # no zero or subnormal scale
+    assert np.abs(values).max() <= 127 and np.abs(values[:, 2]).max() == 127
+    assert np.allclose(values * scale.astype(np.float32), w, atol=scale.astype(np.float32) / 2 + 1e-12)
+    assert stored_scale(1e-9, F16) == np.float16(2.0 ** -14) and stored_scale(0.5, F16).dtype == np.float16
+
+
 def test_lint_cli(tiny_artifacts, tmp_path):
     from .helpers import one_error_line, run_module
 
@@ -377,7 +430,7 @@ def test_vith14_real_size_low_precision(vith14_artifacts):
     fp16 = data["artifacts"]["fp16"]
     assert fp16["validation"]["metrics"]["centered_cosine"] >= 0.999
     assert fp16["data_file"] and 1.2e9 < fp16["bytes"] < 1.4e9  # float16 weights, streamed to an external file
-    assert fp16["validation"]["matmul_dtypes"] == {"float16": 32 * 8}
+    assert fp16["validation"]["matmul_dtypes"] == {"float16": 32 * 8, "outputs": {"float16": 32 * 8}}
     for precision in ("int8", "int8-cpu"):
         art = data["artifacts"][precision]
         m = art["validation"]["metrics"]
@@ -385,3 +438,4 @@ def test_vith14_real_size_low_precision(vith14_artifacts):
         assert art["bytes"] < 0.35 * data["artifacts"]["fp32"]["bytes"]
         assert art["quantization"]["float_layers"] == []
     assert lint_file(vith14_artifacts / "model_int8.onnx") == []
+    assert_float16_region(vith14_artifacts / "model_int8.onnx", data["artifacts"]["int8"]["validation"]["matmul_dtypes"])

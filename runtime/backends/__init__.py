@@ -38,7 +38,8 @@ def open_backend(manifest: Manifest, config: EmbedConfig) -> Backend:
         record, reason = select_engine(manifest, precision, config.device)
         if record is not None:
             path = manifest.verify_engine(record) if config.verify else manifest.path(record.file, "engine")
-            return _checked(TensorRTBackend(path, record, device=config.device), manifest, record.file)
+            return _checked(TensorRTBackend(path, record, device=config.device, cuda_graphs=config.cuda_graphs),
+                            manifest, record.file)
         if backend == "tensorrt":
             raise BackendError(reason)
 

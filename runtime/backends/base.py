@@ -30,6 +30,11 @@ class Backend(ABC):
     def close(self) -> None:  # backends holding device memory or worker threads override this
         pass
 
+    def warmup(self, shapes: list[tuple[int, ...]] | None = None) -> int:
+        """Run what the first calls would otherwise pay for (TensorRT: every profile, CUDA graphs captured);
+        returns how many runs it made. CPU backends compile lazily and need none."""
+        return 0
+
     def describe(self) -> str:
         return self.name
 

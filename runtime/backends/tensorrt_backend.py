@@ -1,60 +1,45 @@
 """TensorRT backend: runs a plan recorded in the manifest, behind the same interface as every backend.
 
-Production shape: a pool of execution contexts, each with its own non-blocking CUDA stream and its
-own device and pinned host buffers, so concurrent callers run concurrently (a context is not
-thread-safe; the pool hands each call one). Buffers are sized from the context's shapes for the
-batch at hand and grow when needed. Name-based I/O (TensorRT 10/11: set_input_shape,
-set_tensor_address, execute_async_v3) with every result checked and every I/O dtype read from the
-engine. The CUDA device is set on every call (it is per thread). No CUDA graphs: a graph captured
-for one shape must not be replayed after its context ran another (NVIDIA/TensorRT#3798), and the
-pool already overlaps work; plans are checked against this machine before deserialization.
+One execution context per optimization profile (TensorRT's contract: contexts in concurrent use
+need separate profiles), each with its own non-blocking CUDA stream and its own device and pinned
+host buffers; a batch goes to the tightest free profile that holds it (padded up to a profile's
+minimum, split above the largest maximum). Name-based I/O (TensorRT 10/11: set_input_shape,
+set_tensor_address, execute_async_v3) with every result checked and every I/O dtype read from
+the engine. With `cuda_graphs`, each context captures a CUDA graph for its current shape after a
+warm-up run and replays it, re-capturing after a shape change (tensorrt_profiles.GraphState).
+Weight-stripped plans are refitted from the artifact's ONNX (checked against the manifest) at load.
+The CUDA device is set on every call (it is per thread); `close()` waits for calls in flight and
+refuses new ones. Plans are checked against this machine before deserialization.
 """
 
 from __future__ import annotations
 
-import ctypes
-import queue
+import logging
+import os
 import re
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .base import Backend, BackendError
+from .tensorrt_compat import (check_engine_compat, cpu_arch, engine_compat_problem,  # noqa: F401 (re-exported)
+                              rank_usable)
+from .tensorrt_cuda import CudaGraph, DeviceBuffers, cuda_check
+from .tensorrt_cuda import cudart as _cudart
+from .tensorrt_profiles import (CAPTURE, EXECUTE, REPLAY, GraphState, PoolClosed, ProfileRange, SlotPool,
+                                choose_profiles, split_batch)
 
 if TYPE_CHECKING:
     from ijepa_deploy.contract.manifest import Engine, Manifest
 
-# Version-compatible plans also run on these later majors (TensorRT's support matrix).
-CROSS_MAJOR = {(10, 11), (8, 10)}
+log = logging.getLogger(__name__)
 
 
 def install_hint(cuda_major: int | None = None) -> str:
     if cuda_major in (12, 13):
         return f"pip install 'ijepa-deploy[tensorrt-cu{cuda_major}]' on the GPU machine"
     return "pip install 'ijepa-deploy[tensorrt-cu12]', or [tensorrt-cu13] for a CUDA 13 driver, on the GPU machine"
-
-
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart  # older cuda-python layout
-    return cudart
-
-
-def cuda_check(result, what: str = "CUDA call"):
-    """cuda-python returns (error, *values): raise with the error's name, return the values."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        cudart = _cudart()
-        try:
-            name = cudart.cudaGetErrorName(err)[1].decode()
-        except Exception:
-            name = str(err)
-        raise BackendError(f"{what} failed: {name} ({int(err)})")
-    return values[0] if len(values) == 1 else values
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -88,7 +73,7 @@ def tensorrt_unavailable_reason() -> str | None:
 
 
 def local_environment(device: int = 0) -> dict:
-    """TensorRT version, GPU name and compute capability of `device` on this machine."""
+    """TensorRT version, GPU name, compute capability of `device` and CPU architecture here."""
     import tensorrt as trt
 
     cudart = _cudart()
@@ -98,38 +83,16 @@ def local_environment(device: int = 0) -> dict:
     props = cuda_check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return {"tensorrt_version": trt.__version__, "gpu_name": name.strip("\x00 "),
-            "compute_capability": f"{props.major}.{props.minor}"}
+            "compute_capability": f"{props.major}.{props.minor}", "cpu_arch": cpu_arch()}
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
-
-
-def engine_compat_problem(entry: "Engine | dict", local: dict) -> str | None:
-    """Why this machine cannot run the plan `entry` describes, or None."""
-    get = entry.get if isinstance(entry, dict) else (lambda k, d=None: getattr(entry, k, d))
-    built_trt, here_trt = _version(get("tensorrt_version")), _version(local["tensorrt_version"])
-    built_cc, here_cc = _version(get("compute_capability")), _version(local["compute_capability"])
-    if get("version_compatible"):
-        same_major = built_trt[:1] == here_trt[:1] or (built_trt[0], here_trt[0]) in CROSS_MAJOR
-        trt_ok = same_major and here_trt >= built_trt
-    else:
-        trt_ok = built_trt == here_trt
-    hardware = get("hardware_compatibility")
-    cc_ok = here_cc >= (8, 0) if hardware == "ampere_plus" else built_cc == here_cc
-    if trt_ok and cc_ok:
-        return None
-    sm_built, sm_here = "".join(map(str, built_cc)), "".join(map(str, here_cc))
-    return (f"{get('file', 'engine')} was built with TensorRT {get('tensorrt_version')} for sm_{sm_built} "
-            f"({get('gpu_name', '?')}); this machine has TensorRT {local['tensorrt_version']} on sm_{sm_here} "
-            f"({local.get('gpu_name', '?')})")
-
-
-def check_engine_compat(entry: "Engine | dict", local: dict, folder: str | Path = "ARTIFACTS") -> None:
-    """Refuse, with one line, a plan this machine cannot run."""
-    problem = engine_compat_problem(entry, local)
-    if problem:
-        raise BackendError(f"{problem}; rebuild with `ijepa-export build-engine --artifacts {folder}`")
+def hardware_level_name(trt, engine) -> str | None:
+    """The plan's hardware-compatibility level as the manifest spells it (None: this GPU only)."""
+    level = engine.hardware_compatibility_level
+    if level == trt.HardwareCompatibilityLevel.AMPERE_PLUS:
+        return "ampere_plus"
+    name = str(getattr(level, "name", level)).split(".")[-1].lower()
+    return None if name == "none" else name
 
 
 def select_engine(manifest: "Manifest", precision: str, device: int = 0) -> tuple["Engine | None", str]:
@@ -144,83 +107,102 @@ def select_engine(manifest: "Manifest", precision: str, device: int = 0) -> tupl
     if reason:
         return None, f"cannot use the TensorRT backend: {reason}"
     local = local_environment(device)
-    usable = [e for e in engines if engine_compat_problem(e, local) is None]
+    usable = rank_usable(engines, local)
     if usable:
-        usable.sort(key=lambda e: (e.gpu_name != local["gpu_name"], e.tensorrt_version != local["tensorrt_version"]))
         return usable[0], ""
     problems = "; ".join(engine_compat_problem(e, local) for e in engines)
     return None, f"{problems}; rebuild with `ijepa-export build-engine --artifacts {folder} --precision {precision}`"
 
 
-class _HostBuffer:
-    """Pinned host memory viewed as numpy."""
+class Slot:
+    """One execution context bound to one optimization profile, with its own stream, buffers and
+    (with CUDA graphs) its own graph: never shared with another context."""
 
-    def __init__(self, nbytes: int):
-        self.nbytes = nbytes
-        self.ptr = cuda_check(_cudart().cudaMallocHost(nbytes), "cudaMallocHost")
-
-    def view(self, dtype, shape) -> np.ndarray:
-        count = int(np.prod(shape))
-        buf = (ctypes.c_byte * (count * np.dtype(dtype).itemsize)).from_address(int(self.ptr))
-        return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
-
-    def free(self) -> None:
-        _cudart().cudaFreeHost(self.ptr)
-
-
-class _Slot:
-    """One execution context with its own stream and buffers (grown to the largest shape seen)."""
-
-    def __init__(self, engine):
-        cudart = _cudart()
-        self.context = engine.create_execution_context()
+    def __init__(self, engine, profile: int, backend: "TensorRTBackend"):
+        self.backend = backend
+        trt = backend._trt
+        # A context that never leaves its profile needs the activation memory of that profile only
+        # (STATIC, the default, sizes every context for the largest profile).
+        strategy = trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE if engine.num_optimization_profiles > 1 \
+            else trt.ExecutionContextAllocationStrategy.STATIC
+        self.context = engine.create_execution_context(strategy)
         if self.context is None:
             raise BackendError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.stream = cuda_check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
-                                 "cudaStreamCreateWithFlags")
-        self.device: dict[str, tuple[int, int]] = {}  # name -> (pointer, bytes)
-        self.host: dict[str, _HostBuffer] = {}
+        self.io = DeviceBuffers()
+        self.graph, self.state = CudaGraph(), GraphState()
+        self.bound: tuple | None = None  # (input shape, tensor shapes, buffer addresses) set on the context
+        if profile != 0:  # a new context starts on profile 0
+            if not self.context.set_optimization_profile_async(profile, self.io.stream):
+                raise BackendError(f"TensorRT refused optimization profile {profile}")
+            self.io.synchronize()
 
-    def buffers(self, name: str, nbytes: int) -> tuple[int, _HostBuffer]:
-        cudart = _cudart()
-        ptr, have = self.device.get(name, (0, 0))
-        if have < nbytes:
-            if ptr:
-                cudart.cudaFree(ptr)
-            ptr = int(cuda_check(cudart.cudaMalloc(nbytes), "cudaMalloc"))
-            self.device[name] = (ptr, nbytes)
-            if name in self.host:
-                self.host.pop(name).free()
-        if name not in self.host:
-            self.host[name] = _HostBuffer(nbytes)
-        return ptr, self.host[name]
+    def _bind(self, shape: tuple) -> None:
+        b, ctx = self.backend, self.context
+        if not ctx.set_input_shape(b.input_name, shape):
+            raise BackendError(f"TensorRT refused input shape {shape}")
+        shapes = {n: tuple(ctx.get_tensor_shape(n)) for n in [b.input_name, *b.output_names]}
+        if any(d < 0 for s in shapes.values() for d in s):
+            raise BackendError(f"TensorRT could not infer every output shape for input {shape}: {shapes}")
+        ptrs = []
+        for n, s in shapes.items():
+            ptr, _ = self.io.buffers(n, int(np.prod(s)) * b.dtypes[n].itemsize)
+            if not ctx.set_tensor_address(n, ptr):
+                raise BackendError(f"TensorRT refused the address of {n}")
+            ptrs.append(ptr)
+        self.bound = (shape, shapes, tuple(ptrs))
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.io.stream):
+            raise BackendError("TensorRT execution failed (see the TensorRT log)")
+
+    def execute(self, pixels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """One batch on this context: plain, captured into a graph, or replayed from it."""
+        b = self.backend
+        shape = tuple(pixels.shape)
+        if self.bound is None or self.bound[0] != shape:
+            self._bind(shape)
+        _, shapes, ptrs = self.bound
+        self.io.to_device(b.input_name, np.ascontiguousarray(pixels, dtype=b.dtypes[b.input_name]))
+        key = (shape, ptrs)
+        action = self.state.decide(key) if b.cuda_graphs else EXECUTE
+        if self.state.stale_graph(key):
+            self.graph.destroy()  # the context runs another shape: its graph is no longer valid
+        ok = True
+        if action == REPLAY:
+            self.graph.launch(self.io.stream)
+        elif action == CAPTURE and (ok := self.graph.capture(self.io.stream, self.context.execute_async_v3)):
+            self.graph.launch(self.io.stream)
+        else:
+            if action == CAPTURE:
+                log.warning("CUDA graph capture failed for shape %s; running without a graph", shape)
+            self._enqueue()
+        self.state.ran(key, action, ok)
+        for n in names:
+            self.io.from_device(n, int(np.prod(shapes[n])) * b.dtypes[n].itemsize)
+        self.io.synchronize()
+        return {n: self.io.read(n, b.dtypes[n], shapes[n]).astype(np.float32, copy=False) for n in names}
 
     def close(self) -> None:
-        cudart = _cudart()
-        cudart.cudaStreamSynchronize(self.stream)
-        for ptr, _ in self.device.values():
-            cudart.cudaFree(ptr)
-        for buf in self.host.values():
-            buf.free()
-        cudart.cudaStreamDestroy(self.stream)
-        self.device, self.host = {}, {}
+        self.graph.destroy()
+        self.io.close()
+        self.context = None
 
 
 class TensorRTBackend(Backend):
-    """A pool of execution contexts over one plan."""
+    """One execution context per optimization profile of one plan."""
 
     name = "tensorrt"
 
-    def __init__(self, plan_path: str | Path, record: "Engine", *, device: int = 0, contexts: int = 2):
+    def __init__(self, plan_path: str | Path, record: "Engine", *, device: int = 0, cuda_graphs: bool | None = None):
+        """`cuda_graphs`: capture and replay CUDA graphs (None: on when $IJEPA_TENSORRT_CUDA_GRAPHS is 1)."""
         import tensorrt as trt
 
-        self._trt = trt
-        self.device = device
+        if cuda_graphs is None:
+            cuda_graphs = os.environ.get("IJEPA_TENSORRT_CUDA_GRAPHS", "") == "1"
+        self._trt, self.device, self.cuda_graphs = trt, device, cuda_graphs
         plan_path = Path(plan_path)
-        local = local_environment(device)
-        check_engine_compat(record, local, plan_path.parent)
-        cudart = _cudart()
-        cuda_check(cudart.cudaSetDevice(device), f"cudaSetDevice({device})")
+        check_engine_compat(record, local_environment(device), plan_path.parent)
+        cuda_check(_cudart().cudaSetDevice(device), f"cudaSetDevice({device})")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         if record.version_compatible:
@@ -229,6 +211,8 @@ class TensorRTBackend(Backend):
         if self.engine is None:
             raise BackendError(f"TensorRT {trt.__version__} could not deserialize {plan_path.name}; rebuild it on this "
                                "machine with `ijepa-export build-engine`")
+        if getattr(record, "stripped", False):
+            self._refit(plan_path, record)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1:
@@ -238,69 +222,107 @@ class TensorRTBackend(Backend):
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self.output_shapes = {n: tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(n))
                               for n in self.output_names}
-        self.min_shape, _, self.max_shape = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0))
-        self._slots: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
-        self._all: list[_Slot] = []
-        for _ in range(max(1, contexts)):
-            slot = _Slot(self.engine)
-            self._all.append(slot)
-            self._slots.put(slot)
-        self._closed = False
-        self._close_lock = threading.Lock()
+        self.ranges, self.opt_shapes = [], {}
+        for index in range(self.engine.num_optimization_profiles):
+            lo, opt, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, index))
+            self.ranges.append(ProfileRange(index, lo, hi))
+            self.opt_shapes[index] = opt
+        self._largest = max(r.max[0] for r in self.ranges)
+        slots: dict[int, list] = {}
+        try:
+            for r in self.ranges:
+                slots[r.index] = [Slot(self.engine, r.index, self)]
+        except BaseException:
+            for group in slots.values():
+                group[0].close()
+            raise
+        self._pool = SlotPool(slots)
+
+    def _refit(self, plan_path: Path, record: "Engine") -> None:
+        """Fill a weight-stripped plan with the weights of its artifact's ONNX (verified first)."""
+        from ijepa_deploy.contract.manifest import Manifest
+
+        trt = self._trt
+        onnx_path = Manifest.load(plan_path.parent).verify(record.precision)
+        refitter = trt.Refitter(self.engine, self._logger)
+        parser = trt.OnnxParserRefitter(refitter, self._logger)
+        if not parser.refit_from_file(str(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise BackendError(f"cannot refit {plan_path.name} from {onnx_path.name}: {errors[:300] or 'see log'}")
+        if not refitter.refit_cuda_engine():
+            raise BackendError(f"TensorRT could not refit {plan_path.name} from {onnx_path.name}")
+        log.info("refitted %s from %s", plan_path.name, onnx_path.name)
+
+    def _check_input(self, shape: tuple) -> list[tuple[int, int]]:
+        if len(shape) != len(self.ranges[0].min):
+            raise BackendError(f"input has shape {shape}; the plan takes rank-{len(self.ranges[0].min)} input")
+        choices = choose_profiles(self.ranges, (min(shape[0], self._largest), *shape[1:]))
+        if not choices:
+            spans = "; ".join(f"{r.min}..{r.max}" for r in self.ranges)
+            raise BackendError(f"input shape {shape} is outside every engine profile ({spans}); rebuild with wider "
+                               "--profiles or --min/--max-resolution")
+        return choices
 
     def run(self, pixel_values: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
-        if self._closed:
+        if self._pool.closed:
             raise BackendError("this TensorRT backend is closed")
-        shape = tuple(pixel_values.shape)
-        if len(shape) != len(self.min_shape):
-            raise BackendError(f"input has shape {shape}; the plan takes rank-{len(self.min_shape)} input {self.min_shape}")
-        if any(s < lo or s > hi for s, lo, hi in zip(shape, self.min_shape, self.max_shape)):
-            raise BackendError(f"input shape {shape} is outside the engine profile {self.min_shape}..{self.max_shape}; "
-                               "rebuild with wider --min/--max-batch or --min/--max-resolution")
         names = outputs or self.output_names
         unknown = [n for n in names if n not in self.output_names]
         if unknown:
             raise BackendError(f"the plan has no output {unknown[0]!r} (has {self.output_names})")
-        cudart = _cudart()
-        cuda_check(cudart.cudaSetDevice(self.device), f"cudaSetDevice({self.device})")  # per thread
-        slot = self._slots.get()
+        shape = tuple(pixel_values.shape)
+        self._check_input(shape)
+        if shape[0] > self._largest:  # above every profile: in pieces
+            parts = [self.run(pixel_values[a:b], names) for a, b in split_batch(shape[0], self._largest)]
+            return {n: np.concatenate([p[n] for p in parts]) for n in names}
+        choices = dict(self._check_input(shape))
+        cuda_check(_cudart().cudaSetDevice(self.device), f"cudaSetDevice({self.device})")  # per thread
         try:
-            ctx = slot.context
-            if not ctx.set_input_shape(self.input_name, shape):
-                raise BackendError(f"TensorRT refused input shape {shape}")
-            shapes = {n: tuple(ctx.get_tensor_shape(n)) for n in [self.input_name, *self.output_names]}
-            if any(d < 0 for s in shapes.values() for d in s):
-                raise BackendError(f"TensorRT could not infer every output shape for input {shape}: {shapes}")
-            staged = {}
-            for n, s in shapes.items():
-                nbytes = int(np.prod(s)) * self.dtypes[n].itemsize
-                ptr, host = slot.buffers(n, max(nbytes, 1))
-                if not ctx.set_tensor_address(n, ptr):
-                    raise BackendError(f"TensorRT refused the address of {n}")
-                staged[n] = (ptr, host, nbytes)
-            ptr, host, nbytes = staged[self.input_name]
-            host.view(self.dtypes[self.input_name], shape)[...] = pixel_values
-            h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-            cuda_check(cudart.cudaMemcpyAsync(ptr, host.ptr, nbytes, h2d, slot.stream), "cudaMemcpyAsync H2D")
-            if not ctx.execute_async_v3(slot.stream):
-                raise BackendError("TensorRT execution failed (see the TensorRT log)")
-            for n in names:
-                ptr, host, nbytes = staged[n]
-                cuda_check(cudart.cudaMemcpyAsync(host.ptr, ptr, nbytes, d2h, slot.stream), "cudaMemcpyAsync D2H")
-            cuda_check(cudart.cudaStreamSynchronize(slot.stream), "cudaStreamSynchronize")
-            return {n: staged[n][1].view(self.dtypes[n], shapes[n]).astype(np.float32, copy=True) for n in names}
+            profile, slot = self._pool.acquire(list(choices))
+        except PoolClosed:
+            raise BackendError("this TensorRT backend is closed") from None
+        try:
+            return self._run_slot(slot, pixel_values, choices[profile], names)
         finally:
-            self._slots.put(slot)
+            self._pool.release(profile, slot)
+
+    def _run_slot(self, slot: "Slot", pixels: np.ndarray, batch: int, names: list[str]) -> dict[str, np.ndarray]:
+        n = len(pixels)
+        if batch > n:  # below the profile's minimum: zero rows (every image is computed independently)
+            pixels = np.concatenate([pixels, np.zeros((batch - n, *pixels.shape[1:]), pixels.dtype)])
+        got = slot.execute(pixels, names)
+        return {k: v[:n] for k, v in got.items()}
+
+    def warmup(self, shapes: list[tuple[int, ...]] | None = None) -> int:
+        """Run every profile's context once at each shape it holds (default: its opt shape), twice
+        with CUDA graphs so the graph is captured; returns how many runs were made."""
+        runs = 0
+        cuda_check(_cudart().cudaSetDevice(self.device), f"cudaSetDevice({self.device})")
+        for r in self.ranges:
+            for shape in shapes or [self.opt_shapes[r.index]]:
+                if not r.holds(tuple(shape)):
+                    continue
+                profile, slot = self._pool.acquire([r.index])
+                try:
+                    for _ in range(2 if self.cuda_graphs else 1):
+                        slot.execute(np.zeros(shape, self.dtypes[self.input_name]), self.output_names)
+                        runs += 1
+                finally:
+                    self._pool.release(profile, slot)
+        return runs
 
     def close(self) -> None:
-        with self._close_lock:
-            if self._closed or not hasattr(self, "_all"):
-                return
-            self._closed = True
+        pool = getattr(self, "_pool", None)
+        if pool is None or pool.closed:
+            return
         _cudart().cudaSetDevice(self.device)
-        for _ in self._all:  # wait for calls in flight to hand their context back
-            self._slots.get().close()
-        self._all = []
+        pool.close(lambda slot: slot.close())
 
     def describe(self) -> str:
-        return f"tensorrt ({self._trt.__version__}, {len(self._all)} contexts)"
+        graphs = ", CUDA graphs" if self.cuda_graphs else ""
+        return f"tensorrt ({self._trt.__version__}, {len(self.ranges)} profiles{graphs})"
+
+
+__all__ = ["TensorRTBackend", "check_engine_compat", "engine_compat_problem", "select_engine", "gpu_slug",
+           "local_environment", "tensorrt_unavailable_reason", "hardware_level_name", "cuda_check",
+           "CAPTURE", "EXECUTE", "REPLAY", "GraphState"]
