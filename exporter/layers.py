@@ -99,6 +99,12 @@ def fc_partner(layer: str) -> str | None:
     return f"blocks.{block}.{FC_PAIR[1] if role == FC_PAIR[0] else FC_PAIR[0]}"
 
 
+def fc2_node_of(node: str) -> str | None:
+    """For an fc1 MatMul node of any block naming ('<prefix>mlp.fc1.MatMul'), its fc2 node; else None."""
+    suffix = matmul_node(FC_PAIR[0])
+    return node[: -len(suffix)] + matmul_node(FC_PAIR[1]) if node.endswith(suffix) else None
+
+
 def with_fc_pairs(float_layers: set[str]) -> set[str]:
     """TensorRT's rule: fc1 is quantized only together with its fc2, so a float fc2 makes fc1 float."""
     return float_layers | {fc_partner(n) for n in float_layers if split(n)[1] == FC_PAIR[1]}

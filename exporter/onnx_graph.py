@@ -29,6 +29,8 @@ from onnx import TensorProto, helper
 
 from ijepa_deploy.reference_model import IJepaEncoder, interpolate_position_table
 
+from .layers import matmul_node
+
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 INT8, UINT8, FP8 = TensorProto.INT8, TensorProto.UINT8, TensorProto.FLOAT8E4M3FN
 _NP = {F32: np.float32, F16: np.float16, INT8: np.int8, UINT8: np.uint8, FP8: ml_dtypes.float8_e4m3fn}
@@ -187,7 +189,7 @@ class _Builder:
             zero = self.weight(f"{name}.weight_zero_point", np.zeros(values.shape[1], _NP[self.quant.weight_dtype]))
             weight = self.node("DequantizeLinear", [stored, w_scale, zero], f"{name}.weight.DequantizeLinear", axis=1)
             x = self.dequantized(x, act, dtype)
-        y = self.node("MatMul", [x, weight], f"{name}.MatMul")
+        y = self.node("MatMul", [x, weight], matmul_node(name))
         if layer.bias is None:
             return y
         b = _np(layer.bias) * scale + bias_shift

@@ -15,7 +15,6 @@ Works on any ONNX file (structure only, no names required) and reports every vio
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from onnx import TensorProto, numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
 from .errors import ExportError
+from .layers import fc2_node_of
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 ZERO_POINT_TYPES = (TensorProto.INT8, TensorProto.FLOAT8E4M3FN)
@@ -206,8 +206,8 @@ def _check_fc_pairs(g: _Graph) -> list[Violation]:
                  for c in g.consumers.get(n.output[0], []) if c.op_type == "MatMul"}
     out = []
     for name in quantized:
-        m = re.match(r"^(.*)mlp\.fc1\.MatMul$", name)
-        if m and f"{m[1]}mlp.fc2.MatMul" not in quantized:
+        partner = fc2_node_of(name)
+        if partner and partner not in quantized:
             out.append(Violation("fc-pair", name, "fc1 quantized without its fc2 (TensorRT int8 fc1->GELU->fp16 NaN bug)"))
     return out
 

@@ -36,8 +36,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path, *, providers: list[str] | str | None = None,
-                 threads: int | None = None, inter_op_threads: int | None = None,
-                 graph_optimization_level: str = "all", profile_prefix: str | None = None):
+                 threads: int | None = None, graph_optimization_level: str = "all"):
         ort = import_onnxruntime()
         model_path = Path(model_path)
         if not model_path.is_file():
@@ -56,11 +55,6 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization_level])
         if threads:
             options.intra_op_num_threads = threads
-        if inter_op_threads:
-            options.inter_op_num_threads = inter_op_threads
-        if profile_prefix:
-            options.enable_profiling = True
-            options.profile_file_prefix = profile_prefix
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types

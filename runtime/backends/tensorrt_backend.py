@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -323,6 +322,6 @@ class TensorRTBackend(Backend):
         return f"tensorrt ({self._trt.__version__}, {len(self.ranges)} profiles{graphs})"
 
 
-__all__ = ["TensorRTBackend", "check_engine_compat", "engine_compat_problem", "select_engine", "gpu_slug",
+__all__ = ["TensorRTBackend", "check_engine_compat", "engine_compat_problem", "select_engine",
            "local_environment", "tensorrt_unavailable_reason", "hardware_level_name", "cuda_check",
            "CAPTURE", "EXECUTE", "REPLAY", "GraphState"]
