@@ -26,7 +26,7 @@ import pytest
 from ijepa_deploy.runtime import Embedder
 from ijepa_deploy.runtime.backends.openvino_backend import openvino_unavailable_reason
 
-from .helpers import export_tiny, make_hf_checkpoint, skimage_data_dir
+from .helpers import skimage_data_dir
 
 BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
     openvino_unavailable_reason() is not None, reason=f"OpenVINO backend: {openvino_unavailable_reason()}"))]
@@ -35,13 +35,6 @@ PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycl
 MIN_RATIO = 1.35
 FREE_CORES = 1.8  # a GIL-free reference this fast in two threads means two cores were free
 PATIENCE_S = 150
-
-
-@pytest.fixture(scope="module")
-def mid_artifacts(tmp_path_factory):
-    hf = make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "ijepa_mid", hidden=192, layers=4, heads=3, mlp=768,
-                            image=224, patch=16)
-    return export_tiny(hf, tmp_path_factory.mktemp("engines"), max_batch=4)
 
 
 def _work(embedder: Embedder, paths: list) -> None:
@@ -76,9 +69,9 @@ def measure(embedders: list[Embedder], paths: list, repeats: int = 3) -> tuple[f
 @pytest.mark.timeout(400)
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to run two threads in parallel")
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_two_host_threads_on_two_embedders_run_in_parallel(mid_artifacts, backend):
+def test_two_host_threads_on_two_embedders_run_in_parallel(mid_fp32, backend):
     paths = [skimage_data_dir() / name for name in PHOTOS]
-    embedders = [Embedder.load(mid_artifacts, backend=backend, threads=1, workers=1) for _ in range(2)]
+    embedders = [Embedder.load(mid_fp32, backend=backend, threads=1, workers=1) for _ in range(2)]
     ratio, reference, deadline = 0.0, 0.0, time.monotonic() + PATIENCE_S
     try:
         for e in embedders:
