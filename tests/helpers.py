@@ -35,6 +35,27 @@ def make_hf_checkpoint(folder: Path, *, hidden=64, layers=2, heads=4, mlp=128, i
     return folder
 
 
+def free_core_ratio(repeats: int = 3) -> float:
+    """What this (shared) machine gives two GIL-free threads right now: 2 * t(one) / t(two) for sha256 over
+    32 MB (hashlib releases the GIL on large data), best of `repeats`. About 2.0 with two free cores."""
+    import hashlib
+    import threading
+    import time
+
+    data = bytes(32 << 20)
+
+    def seconds(n: int) -> float:
+        threads = [threading.Thread(target=hashlib.sha256, args=(data,)) for _ in range(n)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - started
+
+    return 2 * min(seconds(1) for _ in range(repeats)) / min(seconds(2) for _ in range(repeats))
+
+
 def run_module(module: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     """`python -m module args` with captured text output (the CLIs as a user runs them); `module` may be a
     CLI's short name (export, embed, index, bench)."""

@@ -14,12 +14,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ijepa_deploy.runtime import Embedder
+
+from .helpers import free_core_ratio
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cpp_host"
 COMPILER = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
@@ -72,8 +75,19 @@ def test_the_cpp_host_agrees_with_python(host_binary, tiny_fp32, tmp_path):
 
 @pytest.mark.timeout(900)
 def test_cpp_threads_embed_in_parallel(host_binary, mid_fp32):
-    """Reported, bounded only generously (the machine is shared): see test_gil for the strict Python one."""
-    report = run_host(host_binary, mid_fp32, threads=2, frames=8)
-    print(f"C++ host, 2 threads on 2 Embedders: {report['parallel_ratio']:.2f}x one thread ({report})")
-    assert report["max_abs_vs_python"] <= 1e-5
-    assert report["parallel_ratio"] > 1.05
+    """Reported, bounded only generously (see test_gil for the strict Python one). The machine is shared:
+    the run is repeated for up to two minutes while the ratio is short of the bound, and the test is skipped,
+    saying so, only when a GIL-free reference shows that two cores were never free meanwhile."""
+    best, reference, deadline = None, 0.0, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        report = run_host(host_binary, mid_fp32, threads=2, frames=16)
+        assert report["max_abs_vs_python"] <= 1e-5
+        best = report if best is None or report["parallel_ratio"] > best["parallel_ratio"] else best
+        if best["parallel_ratio"] > 1.2:
+            break
+        reference = max(reference, free_core_ratio())
+    print(f"C++ host, 2 threads on 2 Embedders: {best['parallel_ratio']:.2f}x one thread ({best})")
+    if best["parallel_ratio"] <= 1.2 and reference < 1.8:
+        pytest.skip(f"two cores were never free (GIL-free reference {reference:.2f}x, C++ threads "
+                    f"{best['parallel_ratio']:.2f}x): other jobs are using this machine")
+    assert best["parallel_ratio"] > 1.2

@@ -55,7 +55,7 @@ def _seconds(target, args_per_thread: list) -> float:
 def measure(embedders: list[Embedder], paths: list, repeats: int = 3) -> tuple[float, float]:
     """(embedders, reference): throughput of two threads over one, 2 * t(one) / t(two doing twice the
     work), best of `repeats` interleaved repetitions. The reference is hashlib over 32 MB (it releases the
-    GIL): what the machine gives two GIL-free threads at the same moments."""
+    GIL, as helpers.free_core_ratio): what the machine gives two GIL-free threads at the same moments."""
     data = bytes(32 << 20)
     one, two, ref_one, ref_two = [], [], [], []
     for _ in range(repeats):  # interleaved, so a burst of load from elsewhere hits all alike
