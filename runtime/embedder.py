@@ -6,6 +6,11 @@ current one. Batches never exceed the artifact's max batch; the last batch is si
 forked child (`gunicorn --preload`, multiprocessing with fork): thread pools and the backend's
 session are rebuilt there on first use; a TensorRT embedder refuses, because CUDA does not survive
 a fork.
+
+Inside a host process: a host's pixels (N x H x W x 3 arrays, buffers, DLPack) are read in place,
+`preprocess` / `embed_pixels(out=...)` let a host run its own pipeline and own the output rows, and the
+GIL is released while images are decoded, resized and normalised (on this embedder's `workers`) and
+while the backend runs. The runtime installs no signal handler, configures no logging and prints nothing.
 """
 
 from __future__ import annotations
