@@ -26,6 +26,7 @@ Examples:
   ijepa-export --checkpoint ./my-hf-dir --precision fp32,int8-cpu,bf16 --calib-images c/ --eval-images e/
   ijepa-export --checkpoint ./my-hf-dir --resolution 224x224 --max-batch 32 --name mymodel
   ijepa-export --checkpoint IN1K-vit.h.14-300e.pth.tar --encoder target --variant vith14
+  ijepa-export --checkpoint facebook/ijepa_vith14_1k --preprocessing imagenet --name vith14_1k_imagenet
 \b
 Sub-commands:
   ijepa-export lint FILE.onnx                          check a Q/DQ ONNX against TensorRT's rules
@@ -57,6 +58,10 @@ def group():
 @click.option("--seed", default=0, show_default=True, help="Seed for --random-init, e.g. --seed 3.")
 @click.option("--encoder", type=click.Choice(["context", "target"]), default="context", show_default=True,
               help="Which network of an original .pth.tar: context ('encoder', as HF converts) or target (EMA).")
+@click.option("--preprocessing", type=click.Choice(["hf", "imagenet"]), default=None,
+              help="Input canon recorded in the manifest: hf (Hugging Face's processor: bilinear squash, mean = std "
+                   "= 0.5) or imagenet (the training canon: bicubic shorter side, center crop, ImageNet mean/std). "
+                   "Default: the checkpoint's own (an HF folder's processor; imagenet for original .pth.tar).")
 @click.option("--output-dir", default="engines", show_default=True, type=click.Path(file_okay=False),
               help="Parent folder; artifacts land in OUTPUT_DIR/NAME/, e.g. --output-dir /models.")
 @click.option("--name", help="Artifact folder name (default: the variant or checkpoint name), e.g. --name ijepa-h14.")
@@ -94,8 +99,8 @@ def group():
                                              "otherwise recorded as skipped).")
 @click.option("--quiet", is_flag=True, help="Only print errors and the final folder.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
-def export_command(variant, checkpoint, random_init, seed, encoder, output_dir, name, overwrite, precision,
-                   max_batch, opt_batch, resolution, opset, calib_images, calib_count, calib_method, calib_batch,
+def export_command(variant, checkpoint, random_init, seed, encoder, preprocessing, output_dir, name, overwrite,
+                   precision, max_batch, opt_batch, resolution, opset, calib_images, calib_count, calib_method, calib_batch,
                    eval_images, eval_count, smooth_alpha, outlier_shift, mixed_precision, min_quantized_fraction, engine,
                    quiet, debug):
     """Export an I-JEPA encoder to validated ONNX artifacts (fp32, fp16, bf16, int8, int8-cpu, fp8) with a manifest."""
@@ -113,7 +118,7 @@ def export_command(variant, checkpoint, random_init, seed, encoder, output_dir, 
             calib_method=calib_method, calib_batch=calib_batch, eval_images=Path(eval_images) if eval_images else None,
             eval_count=eval_count, smooth_alpha=smooth_alpha or None, outlier_shift=outlier_shift,
             mixed_precision=mixed_precision,
-            min_quantized_fraction=min_quantized_fraction)
+            min_quantized_fraction=min_quantized_fraction, preprocessing=preprocessing)
         if engine:
             from ijepa_deploy.exporter.tensorrt_build import engine_step
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ijepa_deploy.contract.architecture import Architecture
+from ijepa_deploy.contract.canons import CANONS, canon_preprocessing
 from ijepa_deploy.contract.integrity import is_plain_name
+from ijepa_deploy.contract.manifest import Preprocessing
 from ijepa_deploy.runtime.preprocessing import expand_inputs
 
 from . import precisions as registry
@@ -38,6 +40,7 @@ class ExportOptions:
     mixed_precision: bool = True
     min_quantized_fraction: float = 0.5
     sensitivity_images: int = 8
+    preprocessing: str | None = None  # a canon (hf, imagenet); None: the checkpoint's own (see reference_model)
     extra_steps: list = field(default_factory=list)  # callables(folder, manifest) -> manifest, run before the rename
 
 
@@ -53,6 +56,8 @@ def check_options(arch: Architecture, options: ExportOptions, name: str) -> list
             raise ExportError(f"resolution {h}x{w} is not a multiple of the patch size {arch.patch_size}; "
                               f"try {max(1, h // arch.patch_size) * arch.patch_size}x"
                               f"{max(1, w // arch.patch_size) * arch.patch_size}")
+    if options.preprocessing is not None and options.preprocessing not in CANONS:
+        raise ExportError(f"--preprocessing must be one of {', '.join(CANONS)}, got {options.preprocessing!r}")
     if not 1 <= options.max_batch <= 4096:
         raise ExportError(f"--max-batch must be between 1 and 4096, got {options.max_batch}")
     if options.opt_batch is not None and not 1 <= options.opt_batch <= options.max_batch:
@@ -74,6 +79,13 @@ def check_options(arch: Architecture, options: ExportOptions, name: str) -> list
         if folder is not None and not Path(folder).is_dir():
             raise ExportError(f"{flag} folder not found: {folder}")
     return records
+
+
+def chosen_preprocessing(checkpoint_own: Preprocessing, arch: Architecture, options: ExportOptions) -> Preprocessing:
+    """The checkpoint's own preprocessing, or the canon `--preprocessing` asked for at its size."""
+    if options.preprocessing is None:
+        return checkpoint_own
+    return canon_preprocessing(options.preprocessing, checkpoint_own.height, checkpoint_own.width, arch.image_size)
 
 
 def image_split(options: ExportOptions, records: list[ExportPrecision]) -> tuple[list[Path], list[Path]]:

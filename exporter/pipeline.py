@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ijepa_deploy.contract.atomic import write_atomic
+from ijepa_deploy.contract.canons import training_note
 from ijepa_deploy.contract.manifest import Manifest
 from ijepa_deploy.contract.naming import GATE_INPUTS_NAME, REPORT_NAME
 from ijepa_deploy.contract.records import dump_record
@@ -31,7 +32,7 @@ from .folder import export_transaction
 from .gates import EvalSet, summary, warn_if_weak
 from .manifest_builder import gate_inputs_record, new_manifest
 from .memory import WeightParking
-from .options import ExportOptions, check_options, image_split
+from .options import ExportOptions, check_options, chosen_preprocessing, image_split
 from .precisions import ExportPrecision
 from .progress import stage
 from .quantized import export_quantized
@@ -45,6 +46,11 @@ def export(loaded: LoadedCheckpoint, options: ExportOptions) -> Path:
     Quantized precisions fold the outlier migration into `loaded.model` in place (exact in float)."""
     name = options.name or loaded.name
     records = check_options(loaded.architecture, options, name)
+    loaded = dataclasses.replace(loaded, preprocessing=chosen_preprocessing(loaded.preprocessing,
+                                                                            loaded.architecture, options))
+    note = training_note(loaded.source.get("kind", ""), loaded.preprocessing)
+    if note and options.preprocessing is not None:  # the checkpoint's own choice was noted when it loaded
+        log.info("  note: %s", note)
     output_dir = Path(options.output_dir)
     with export_transaction(output_dir, name, options.overwrite) as work:
         parking = WeightParking(work)

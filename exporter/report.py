@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ijepa_deploy.contract.canons import training_note
 from ijepa_deploy.contract.manifest import CheckpointRecord, Manifest
 
 
@@ -43,7 +44,7 @@ def _header(manifest: Manifest) -> list[str]:
            f"shorter side to size / {pre.crop_pct:g}, center crop {pre.height}x{pre.width}")
         + f" ({pre.resample}), x{pre.rescale_factor:.6g}, mean {list(pre.mean)}, std {list(pre.std)}, "
         f"at most {pre.max_pixels:,} pixels per image",
-    ]
+    ] + ([f"- **Preprocessing note**: {note}."] if (note := training_note(manifest.checkpoint.kind, pre)) else [])
 
 
 def _artifacts(manifest: Manifest) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 
+from ijepa_deploy.contract.canons import canon_preprocessing, training_note, with_canon_name
 from ijepa_deploy.contract.errors import ManifestError, UserError
 from ijepa_deploy.contract.integrity import sha256_files
 from ijepa_deploy.contract.manifest import Preprocessing
@@ -130,8 +131,10 @@ def _load_hf_dir(folder: Path, *, source: dict) -> LoadedCheckpoint:
     model = _build_checked(arch, renamed, origin=str(folder), file_names=file_names)
     preprocessing = _preprocessing_from_folder(folder, arch)
     source = {**source, "sha256": sha256_files(files), "encoder": None, "files": [f.name for f in files]}
+    note = training_note(source["kind"], preprocessing)
     return LoadedCheckpoint(model=model, architecture=arch, name=folder.resolve().name.removeprefix("ijepa_"),
-                            source=source, preprocessing=preprocessing, id2label=id2label)
+                            source=source, preprocessing=preprocessing, id2label=id2label,
+                            notes=[f"note: {note}"] if note else [])
 
 
 def _load_safetensors_file(path: Path, variant: str | None) -> LoadedCheckpoint:
@@ -178,8 +181,10 @@ def _load_original(path: Path, variant: str | None, encoder: Encoder) -> LoadedC
         model=model, architecture=arch, name=get_variant(variant).name if variant else path.name.split(".")[0],
         source={"kind": "original-ijepa", "location": str(path.resolve()), "sha256": sha256_files([path]),
                 "encoder": encoder, "network_key": key, "variant": variant},
-        preprocessing=Preprocessing(arch.image_size, arch.image_size),
-        notes=[f"loaded the {encoder} encoder ({key!r}) from {path.name}"],
+        # the canon the released checkpoints were trained (and timm evaluates them) with
+        preprocessing=canon_preprocessing("imagenet", arch.image_size, arch.image_size, arch.image_size),
+        notes=[f"loaded the {encoder} encoder ({key!r}) from {path.name}; preprocessing: the imagenet canon it was "
+               "trained with (--preprocessing hf for Hugging Face's processor instead)"],
     )
 
 
@@ -397,7 +402,7 @@ def _preprocessing_from_folder(folder: Path, arch: Architecture) -> Preprocessin
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         spec = {**dump_record(pre), "resample": resample, "rescale_factor": rescale, "mean": list(mean),
                 "std": list(std)}
-        return Preprocessing.from_dict(spec, str(cfg_path))
+        return with_canon_name(Preprocessing.from_dict(spec, str(cfg_path)))
     except (OSError, ValueError, TypeError, ManifestError) as exc:
         raise CheckpointError(f"{cfg_path} is not a usable ViTImageProcessor config ({str(exc)[:200]}); fix or "
                               "remove it (the Hub's I-JEPA processors resize bilinear with mean = std = 0.5)") from None

@@ -6,6 +6,11 @@ current one. Batches never exceed the artifact's max batch; the last batch is si
 forked child (`gunicorn --preload`, multiprocessing with fork): thread pools and the backend's
 session are rebuilt there on first use; a TensorRT embedder refuses, because CUDA does not survive
 a fork.
+
+Inside a host process: a host's pixels (N x H x W x 3 arrays, buffers, DLPack) are read in place,
+`preprocess` / `embed_pixels(out=...)` let a host run its own pipeline and own the output rows, and the
+GIL is released while images are decoded, resized and normalised (on this embedder's `workers`) and
+while the backend runs. The runtime installs no signal handler, configures no logging and prints nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from ijepa_deploy.contract.manifest import Manifest
 from .backends import Backend, open_backend
 from .config import EmbedConfig
 from .embedder_info import describe_embedder
+from .host_arrays import host_array, image_rows
+from .pixel_batches import check_out, embed_pixels
 from .preprocessing import SINGLE_IMAGE_TYPES, ImageInput, PreparedBatch, Preprocessor, describe
 from .similarity import similarity_matrix
 
@@ -103,10 +110,48 @@ class Embedder:
         return {int(k): v for k, v in self.manifest.labels.items()} if self.manifest.labels else None
 
     def embed(self, images: Iterable[ImageInput] | ImageInput, batch_size: int | None = None,
-              on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+              on_batch: Callable[[int], None] | None = None, *, out=None) -> np.ndarray:
         """(N, D) float32 embeddings (mean over output tokens), in input order. `images` may be any
-        iterable (a list, a generator) or one image. `on_batch(n)` is called after each batch."""
-        return self._collect(images, "embedding", batch_size, on_batch)
+        iterable (a list, a generator), one image, or an N x H x W x 3 uint8 batch (a numpy array, a
+        buffer such as a memoryview, a DLPack tensor or capsule: read in place, never copied before the
+        resize). `on_batch(n)` is called after each batch. `out`, a writable C-contiguous float32
+        (N, D) buffer of the caller's, receives the rows in place and is returned."""
+        if out is None:
+            return self._collect(images, "embedding", batch_size, on_batch)
+        target, done = check_out(out, None, self.dim), 0
+        for values in self.embed_batches(images, batch_size):
+            if done + len(values) > len(target):
+                raise UsageError(f"out has {len(target)} rows, but more images were given")
+            target[done:done + len(values)] = values
+            done += len(values)
+            if on_batch:
+                on_batch(len(values))
+        if done != len(target):
+            raise UsageError(f"out has {len(target)} rows, but {done} images were given")
+        return target
+
+    def preprocess(self, images: Iterable[ImageInput] | ImageInput, batch_size: int | None = None) -> np.ndarray:
+        """(N, 3, H, W) float32: this artifact's own preprocessing (the manifest's canon) of `images`,
+        exactly what `embed` feeds the model; `embed_pixels(preprocess(x))` equals `embed(x)`."""
+        self._check_open()
+        parts = [self._submit(chunk, start, False).result().pixels
+                 for start, chunk in _numbered(_chunks(iter(_as_images(images)), self.batch_size(batch_size)))]
+        if not parts:
+            raise ImageError("no images given: pass at least one image")
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def embed_pixels(self, pixels, out=None, *, batch_size: int | None = None, errors: str = "raise"):
+        """Embeddings of already-preprocessed (N, 3, H, W) C-contiguous float32 pixels (from
+        `preprocess`, or a C++/GPU pipeline applying the manifest's preprocessing), run in batches
+        within the artifact's range without copying them. `out`: a writable C-contiguous float32
+        (N, D) buffer written in place (and returned). errors="raise" raises BackendError on NaN/Inf
+        rows; errors="mask" returns (vectors, finite) with a per-row boolean mask instead."""
+        return embed_pixels(self, pixels, out, batch_size=batch_size, errors=errors)
+
+    def run_backend(self, pixels: np.ndarray, output: str = "embedding") -> np.ndarray:
+        """One batch of (n, 3, H, W) float32 pixels through the backend (no checks beyond open/fork)."""
+        self._check_open()
+        return np.asarray(self.backend.run(pixels, [output])[output], dtype=np.float32)
 
     def embed_batches(self, images: Iterable[ImageInput], batch_size: int | None = None,
                       output: str = "embedding") -> Iterator[np.ndarray]:
@@ -285,12 +330,23 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _as_images(images) -> Iterable[ImageInput]:
-    if isinstance(images, SINGLE_IMAGE_TYPES):
+    """An iterable of images: a batch array (N x H x W x C) becomes N views of it, one image a list of one."""
+    array = host_array(images)
+    if array is not None:
+        return image_rows(array) or [array]
+    if isinstance(images, (*SINGLE_IMAGE_TYPES, memoryview)):
         return [images]
     try:
         return iter(images)
     except TypeError:
         raise ImageError(f"{describe(images)}: pass an image or an iterable of images") from None
+
+
+def _numbered(chunks: Iterator[list]) -> Iterator[tuple[int, list]]:
+    start = 0
+    for chunk in chunks:
+        yield start, chunk
+        start += len(chunk)
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:

@@ -1,4 +1,6 @@
-"""`Embedder.info()`: what an embedder is, for a host process's logs and health endpoints."""
+"""`Embedder.info()`: what an embedder is, for a host process's logs and health endpoints: the runtime's,
+backend's and engine's versions, provider and device, precision and arithmetic, the artifact's name and
+identity (what every consumer of its vectors compares) and its preprocessing canon."""
 
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ def describe_embedder(embedder: "Embedder") -> dict:
     providers = getattr(backend, "providers", None)
     if providers and any("CUDA" in p or "Tensorrt" in p for p in providers):
         device = "cuda"
+    versions = package_versions()
     return {
+        "runtime_version": versions["ijepa-deploy"],
         "artifact": manifest.name,
         "folder": str(manifest.folder) if manifest.folder else None,
         "precision": embedder.precision,
@@ -45,12 +49,13 @@ def describe_embedder(embedder: "Embedder") -> dict:
         "providers": list(providers) if providers else None,
         "device": device,
         "threads": config.threads,
+        "workers": config.workers,
         "batch": {"min": manifest.batch.min, "opt": manifest.batch.opt, "max": manifest.batch.max},
         "resolution": list(embedder.resolution),
         "dim": embedder.dim,
         "preprocessing": {"canon": pre.canon, "resample": pre.resample, "mean": list(pre.mean), "std": list(pre.std),
                           "crop_pct": pre.crop_pct},
-        "versions": package_versions(),
+        "versions": versions,
         "engine_version": _engine_version(backend.name),
         "pid": os.getpid(),
         "platform": f"{sys.platform}-{platform.machine()}",

@@ -1,10 +1,13 @@
-"""Image preprocessing driven by the manifest, identical to Hugging Face's load_image + ViTImageProcessor.
+"""Image preprocessing driven by the manifest: Hugging Face's load_image + ViTImageProcessor (the `hf`
+canon) or timm's eval transform (the `imagenet` canon), exactly.
 
 decode (regular files only, pixel limit checked before decoding) -> EXIF orientation applied (as
 `transformers.image_utils.load_image` does) -> RGB (transparency composited onto white, as
-transformers' convert_to_rgb does) -> resize straight to (height, width) with PIL ->
-x * rescale -> (x - mean) / std -> NCHW float32. The normalisation is one fused multiply-add
-over the whole uint8 batch.
+transformers' convert_to_rgb does) -> resize (and center-crop for `imagenet`; see resize.py) ->
+x * rescale -> (x - mean) / std -> NCHW float32. Each image is resized and normalised on a worker
+thread straight into its row of the batch (numpy and PIL release the GIL there; no stacked copy).
+A host's (H, W, 3) uint8 pixels (arrays, buffers, DLPack; see host_arrays.py) skip decoding and are
+never copied before the resize.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ijepa_deploy.contract.errors import ImageError, UsageError, UserError
 from ijepa_deploy.contract.manifest import Preprocessing
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+from .host_arrays import host_array
+from .resize import RESAMPLE, resize_rgb
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, memoryview]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 _ORIENTATION = 0x0112
-SINGLE_IMAGE_TYPES = (str, bytes, bytearray, os.PathLike, Image.Image, np.ndarray)
+SINGLE_IMAGE_TYPES = (str, bytes, bytearray, os.PathLike, Image.Image)
 
 
 def parse_size(text: str, *, allow_dynamic: bool = False, what: str = "--resolution") -> tuple[int, int] | None:
@@ -53,8 +57,8 @@ def describe(image: ImageInput, index: int | None = None) -> str:
     if isinstance(image, (str, os.PathLike)) or callable(getattr(image, "read_bytes", None)):
         return str(image)
     where = f"input #{index}" if index is not None else "input"
-    if isinstance(image, (bytes, bytearray)):
-        return f"{where} ({len(image)} bytes)"
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return f"{where} ({len(image)} bytes)" if not isinstance(image, memoryview) else f"{where} (memoryview)"
     if isinstance(image, np.ndarray):
         return f"{where} (array {image.shape} {image.dtype})"
     return f"{where} ({type(image).__name__})"
@@ -93,7 +97,7 @@ def read_regular_file(path: str | os.PathLike, limit: int | None = None) -> byte
             os.close(fd)
 
 
-def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+def _open_checked(data: bytes | bytearray | memoryview, name: str, max_pixels: int) -> Image.Image:
     """Open encoded bytes, refuse images over `max_pixels` before decoding them, then decode."""
     pil = Image.open(io.BytesIO(data))  # reads the header only
     width, height = pil.size
@@ -104,21 +108,28 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     return pil
 
 
+def check_array(image: np.ndarray, name: str, max_pixels: int) -> None:
+    """An image array must be H x W, H x W x 1, H x W x 3 or H x W x 4 uint8 within the pixel limit."""
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"{name}: arrays must be HxW, HxWx3 or HxWx4 uint8 (or NxHxWx3 for a batch)")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise ImageError(f"{name} has more than {max_pixels} pixels")
+
+
 def decode(image: ImageInput, index: int | None = None, *, exif_orientation: bool = True,
            max_pixels: int = Preprocessing.max_pixels) -> Image.Image:
-    """Open a path, encoded bytes, a PIL image or an HxW[xC] uint8 array as an upright RGB PIL image."""
+    """Open a path, encoded bytes, a PIL image or an HxW[xC] uint8 array (or buffer, or DLPack tensor)
+    as an upright RGB PIL image."""
     name = describe(image, index)
     try:
+        array = host_array(image)
         if isinstance(image, Image.Image):
             pil = image
-        elif isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-                raise ImageError(f"{name}: arrays must be HxW, HxWx3 or HxWx4 uint8")
-            if image.shape[0] * image.shape[1] > max_pixels:
-                raise ImageError(f"{name} has more than {max_pixels} pixels")
-            return to_rgb(Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image))
-        elif isinstance(image, (bytes, bytearray)):
-            pil = _open_checked(bytes(image), name, max_pixels)
+        elif array is not None:
+            check_array(array, name, max_pixels)
+            return to_rgb(Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array))
+        elif isinstance(image, (bytes, bytearray, memoryview)):  # encoded image bytes
+            pil = _open_checked(image, name, max_pixels)
         elif isinstance(image, (str, os.PathLike)):
             pil = _open_checked(read_regular_file(image), name, max_pixels)
         elif callable(getattr(image, "read_bytes", None)):  # a lazy source, such as a tar shard member
@@ -147,7 +158,7 @@ class Preprocessor:
             spec = Preprocessing.from_dict(spec)
         self.spec = spec
         self.height, self.width = size or (spec.height, spec.width)
-        self.resample = _RESAMPLE[spec.resample]
+        self.resample = RESAMPLE[spec.resample]
         mean = np.asarray(spec.mean, dtype=np.float64)
         std = np.asarray(spec.std, dtype=np.float64)
         # (x * rescale - mean) / std == x * scale + offset, per channel
@@ -158,16 +169,25 @@ class Preprocessor:
         return decode(image, index, exif_orientation=self.spec.exif_orientation, max_pixels=self.spec.max_pixels)
 
     def load(self, image: ImageInput, index: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-        """Decode, orient, convert and resize one image: (H, W, 3) uint8 and its (width, height) before resizing."""
+        """Decode, orient, convert, resize (and crop) one image: (H, W, 3) uint8 and its (width, height)
+        before resizing. A host's (H, W, 3) uint8 pixels skip decoding and are never copied before the
+        resize; the result is a view of them when they needed no resampling."""
+        array = host_array(image)
+        if array is not None and array.ndim == 3 and array.dtype == np.uint8 and array.shape[2] == 3:
+            check_array(array, describe(image, index), self.spec.max_pixels)
+            return resize_rgb(array, self.spec, (self.height, self.width)), (array.shape[1], array.shape[0])
         pil = self.decode(image, index)
-        size = pil.size
-        if size != (self.width, self.height):
-            pil = pil.resize((self.width, self.height), resample=self.resample)
-        return np.asarray(pil, dtype=np.uint8), size
+        return resize_rgb(pil, self.spec, (self.height, self.width)), pil.size
 
     def resize(self, image: ImageInput, index: int | None = None) -> np.ndarray:
         """Decode, orient, convert and resize one image: (H, W, 3) uint8."""
         return self.load(image, index)[0]
+
+    def normalize_into(self, out: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> `out` (3, H, W) float32, normalised in place (two numpy calls, GIL released)."""
+        np.multiply(image.transpose(2, 0, 1), self._scale[:, None, None], out=out, casting="unsafe")
+        out += self._offset[:, None, None]
+        return out
 
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 normalized."""
@@ -180,22 +200,27 @@ class Preprocessor:
     def prepare(self, images: Sequence[ImageInput], executor: Executor | None = None, start_index: int = 0,
                 skip_bad: bool = False) -> "PreparedBatch":
         """Preprocess a batch, keeping per-image sizes; with `skip_bad`, unreadable images are recorded
-        with their error instead of failing the batch. Decoding runs on `executor` when given."""
-        def one(item):
-            image, index = item
+        with their error instead of failing the batch. Each image is decoded, resized and normalised
+        into its row of the batch on `executor` when given."""
+        images = list(images)
+        pixels = np.empty((len(images), 3, self.height, self.width), dtype=np.float32)
+
+        def one(i: int):
             try:
-                return self.load(image, index), None
+                array, size = self.load(images[i], start_index + i)
             except ImageError as exc:
                 if not skip_bad:
                     raise
                 return None, str(exc)
+            self.normalize_into(pixels[i], array)
+            return size, None
 
-        items = list(zip(images, range(start_index, start_index + len(images))))
-        loaded = list(executor.map(one, items)) if executor is not None else [one(x) for x in items]
-        arrays = [r[0] for r, _ in loaded if r is not None]
-        pixels = self.normalize(np.stack(arrays)) if arrays else None
-        return PreparedBatch(start_index, list(images), pixels, [r is not None for r, _ in loaded],
-                             [r[1] if r is not None else None for r, _ in loaded], [e for _, e in loaded])
+        done = list(executor.map(one, range(len(images)))) if executor is not None else [one(i) for i in
+                                                                                        range(len(images))]
+        ok = [size is not None for size, _ in done]
+        if not all(ok):
+            pixels = pixels[ok] if any(ok) else None
+        return PreparedBatch(start_index, images, pixels, ok, [size for size, _ in done], [e for _, e in done])
 
     def __call__(self, images: Sequence[ImageInput], executor: Executor | None = None,
                  start_index: int = 0) -> np.ndarray:

@@ -41,6 +41,15 @@ def tiny_fp32(tmp_path_factory, hf_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mid_fp32(tmp_path_factory) -> Path:
+    """A mid-sized model (D=192, 4 blocks, 224 px, patch 16) whose inference costs about as much as decoding
+    a photo, like the real ones: for measurements of parallelism (the tiny one is all overhead)."""
+    hf = make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "ijepa_mid", hidden=192, layers=4, heads=3, mlp=768,
+                            image=224, patch=16)
+    return export_tiny(hf, tmp_path_factory.mktemp("engines"), max_batch=4)
+
+
+@pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory, hf_dir, photos) -> Path:
     """fp32 + fp16 + int8 + int8-cpu + fp8 artifacts of the tiny Hugging Face checkpoint (precision tests)."""
     return export_tiny(hf_dir, tmp_path_factory.mktemp("engines"),

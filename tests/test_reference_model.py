@@ -11,6 +11,7 @@ from ijepa_deploy.reference_model import (CheckpointError, IJepaEncoder, Unknown
                                           load_checkpoint, sincos_position_table)
 
 from .helpers import make_hf_checkpoint
+from .helpers import make_original_checkpoint as _original_checkpoint
 
 SHAPES = [(56, 56), (84, 84), (56, 98), (196 // 4 + 7, 308 // 4 + 7)]  # native, larger, non-square, non-multiple
 
@@ -51,33 +52,6 @@ def test_classification_head_matches(hf_cls_dir):
     with torch.no_grad():
         diff = loaded.model(x).logits - theirs(x).logits
     assert diff.abs().max().item() <= 1e-5
-
-
-def _original_checkpoint(hf_dir, path):
-    """Synthesize a facebookresearch/ijepa .pth.tar from HF weights: module. prefixes, fused qkv,
-    pos_embed etc.; target_encoder = a perturbed copy."""
-    state = load_file(str(hf_dir / "model.safetensors"))
-    d = state["embeddings.position_embeddings"].shape[-1]
-    enc = {"module.pos_embed": state["embeddings.position_embeddings"],
-           "module.patch_embed.proj.weight": state["embeddings.patch_embeddings.projection.weight"],
-           "module.patch_embed.proj.bias": state["embeddings.patch_embeddings.projection.bias"],
-           "module.norm.weight": state["layernorm.weight"], "module.norm.bias": state["layernorm.bias"]}
-    layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
-    for i in range(layers):
-        p = f"encoder.layer.{i}."
-        for kind in ("weight", "bias"):
-            enc[f"module.blocks.{i}.attn.qkv.{kind}"] = torch.cat(
-                [state[f"{p}attention.attention.{n}.{kind}"] for n in ("query", "key", "value")])
-            enc[f"module.blocks.{i}.attn.proj.{kind}"] = state[f"{p}attention.output.dense.{kind}"]
-            enc[f"module.blocks.{i}.norm1.{kind}"] = state[f"{p}layernorm_before.{kind}"]
-            enc[f"module.blocks.{i}.norm2.{kind}"] = state[f"{p}layernorm_after.{kind}"]
-            enc[f"module.blocks.{i}.mlp.fc1.{kind}"] = state[f"{p}intermediate.dense.{kind}"]
-            enc[f"module.blocks.{i}.mlp.fc2.{kind}"] = state[f"{p}output.dense.{kind}"]
-    assert enc["module.blocks.0.attn.qkv.weight"].shape[0] == 3 * d
-    target = {k: v + 0.05 * torch.randn_like(v) for k, v in enc.items()}
-    torch.save({"encoder": enc, "target_encoder": target, "predictor": {"module.x": torch.zeros(1)},
-                "opt": {}, "scaler": None, "epoch": 300, "loss": 0.1, "batch_size": 2048, "lr": 0.001}, path)
-    return path
 
 
 def test_original_checkpoint_context_and_target(hf_dir, tmp_path):
