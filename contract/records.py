@@ -29,6 +29,8 @@ def _convert(hint, value):
         return _convert(options[0], value) if len(options) == 1 else value
     if dataclasses.is_dataclass(hint):
         return load_record(hint, value)
+    if hint is tuple:
+        return tuple(value)
     if origin is tuple:
         args = typing.get_args(hint)
         item = args[0] if len(args) == 2 and args[1] is Ellipsis else None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # What each layer may import (besides itself). Read top-down: cli over bench over collection and exporter,
 # those over the runtime and the reference model, everything over the contract.
 ALLOWED = {
