@@ -39,21 +39,27 @@ def free_core_ratio(repeats: int = 3) -> float:
     """What this (shared) machine gives two GIL-free threads right now: 2 * t(one) / t(two) for sha256 over
     32 MB (hashlib releases the GIL on large data), best of `repeats`. About 2.0 with two free cores."""
     import hashlib
-    import threading
-    import time
 
     data = bytes(32 << 20)
 
     def seconds(n: int) -> float:
-        threads = [threading.Thread(target=hashlib.sha256, args=(data,)) for _ in range(n)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return time.perf_counter() - started
+        return threads_seconds(hashlib.sha256, [(data,)] * n)
 
     return 2 * min(seconds(1) for _ in range(repeats)) / min(seconds(2) for _ in range(repeats))
+
+
+def threads_seconds(target, args_per_thread: list) -> float:
+    """Wall seconds for one thread per entry of `args_per_thread`, all running `target` at once."""
+    import threading
+    import time
+
+    threads = [threading.Thread(target=target, args=args) for args in args_per_thread]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
 
 
 def run_module(module: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -154,3 +160,54 @@ def make_original_checkpoint(hf_dir: Path, path: Path) -> Path:
     torch.save({"encoder": enc, "target_encoder": target, "predictor": {"module.x": torch.zeros(1)},
                 "opt": {}, "scaler": None, "epoch": 300, "loss": 0.1, "batch_size": 2048, "lr": 0.001}, path)
     return path
+
+
+# --------------------------------------------------------------------------- runtime tests
+PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "logo.png"]
+MODES = ["RGB", "L", "LA", "P", "PA", "RGBA", "CMYK", "I;16", "I", "F", "1"]
+
+
+def cpu_backends() -> list:
+    """onnxruntime, and openvino where it is installed (a skip saying why otherwise)."""
+    import pytest
+
+    from ijepa_deploy.runtime.backends.openvino_backend import openvino_unavailable_reason
+
+    reason = openvino_unavailable_reason()
+    return ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(reason is not None,
+                                                                            reason=f"OpenVINO backend: {reason}"))]
+
+
+def hf_processor(manifest, size=None):
+    """transformers' ViTImageProcessor (PIL backend) with an artifact's preprocessing: the parity oracle."""
+    from transformers import ViTImageProcessorPil
+
+    pre = manifest.preprocessing
+    h, w = size or (pre.height, pre.width)
+    return ViTImageProcessorPil(size={"height": h, "width": w}, resample=2, do_rescale=True,
+                                rescale_factor=pre.rescale_factor, image_mean=list(pre.mean), image_std=list(pre.std),
+                                do_convert_rgb=True)
+
+
+def image_in_mode(name: str, mode: str):
+    """A scikit-image photograph converted to a PIL mode (P from RGB, I;16 from L, as PIL allows)."""
+    from PIL import Image
+
+    img = Image.open(skimage_data_dir() / name)
+    if mode == "P" and img.mode == "RGBA":
+        return img.convert("RGB").convert("P")
+    if mode == "I;16":
+        return img.convert("L").convert("I;16")
+    return img.convert(mode)
+
+
+def embed_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return run_module("embed", *args, **kwargs)
+
+
+def copy_folder(folder: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(folder, target)
+    return target

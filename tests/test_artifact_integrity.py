@@ -4,57 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
 
 from ijepa_deploy.runtime import (BackendError, Embedder, IntegrityError, Manifest, ManifestError)
-from ijepa_deploy.runtime.backends.openvino_backend import openvino_unavailable_reason
 
-from .helpers import one_error_line, rewrite_manifest, run_module, skimage_data_dir
-
-PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "logo.png"]
-MODES = ["RGB", "L", "LA", "P", "PA", "RGBA", "CMYK", "I;16", "I", "F", "1"]
-BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
-    openvino_unavailable_reason() is not None, reason=f"OpenVINO backend: {openvino_unavailable_reason()}"))]
-
-
-def hf_processor(manifest: Manifest, size=None):
-    from transformers import ViTImageProcessorPil
-
-    pre = manifest.preprocessing
-    h, w = size or (pre.height, pre.width)
-    return ViTImageProcessorPil(size={"height": h, "width": w}, resample=2, do_rescale=True,
-                                rescale_factor=pre.rescale_factor, image_mean=list(pre.mean), image_std=list(pre.std),
-                                do_convert_rgb=True)
-
-
-def _image(name: str, mode: str) -> Image.Image:
-    img = Image.open(skimage_data_dir() / name)
-    if mode == "P" and img.mode == "RGBA":
-        return img.convert("RGB").convert("P")
-    if mode == "I;16":
-        return img.convert("L").convert("I;16")
-    return img.convert(mode)
-
-
-def _embed(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return run_module("embed", *args, **kwargs)
-
-
-def _copy(folder: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "copy"
-    shutil.copytree(folder, target)
-    return target
-
-
-def _rewrite_manifest(folder: Path, change, **kwargs) -> None:
-    rewrite_manifest(folder, change, **kwargs)
-
+from .helpers import copy_folder, embed_cli, one_error_line, rewrite_manifest, skimage_data_dir
 
 # ------------------------------------------------------------------------- artifacts that cannot lie
 
@@ -66,11 +24,11 @@ def _flip_byte(path: Path, offset: int) -> None:
 
 
 def test_corrupted_onnx_is_refused(tiny_fp32, tmp_path, photos):
-    folder = _copy(tiny_fp32, tmp_path)
+    folder = copy_folder(tiny_fp32, tmp_path)
     _flip_byte(folder / "model_fp32.onnx", 200_000)
     with pytest.raises(IntegrityError, match=r"model_fp32\.onnx does not match its sha256"):
         Embedder.load(folder)
-    out = _embed(["--artifacts", str(folder), str(photos["eval"] / "moon.png")])
+    out = embed_cli(["--artifacts", str(folder), str(photos["eval"] / "moon.png")])
     assert "model_fp32.onnx does not match its sha256" in one_error_line(out)
 
 
@@ -78,7 +36,7 @@ def test_corrupted_external_data_is_refused(tiny_fp32, tmp_path):
     """The .data file of a large model: one flipped byte gave cosine 0.995 and nothing to see."""
     from ijepa_deploy.exporter.manifest_builder import file_record
 
-    folder = _copy(tiny_fp32, tmp_path)
+    folder = copy_folder(tiny_fp32, tmp_path)
     model = onnx.load(str(folder / "model_fp32.onnx"))
     onnx.save(model, str(folder / "model_fp32.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
               location="model_fp32.onnx.data", size_threshold=1024)
@@ -88,7 +46,7 @@ def test_corrupted_external_data_is_refused(tiny_fp32, tmp_path):
         data["artifacts"]["fp32"].update(files=[f.__dict__ for f in files], data_file="model_fp32.onnx.data",
                                          bytes=sum(f.bytes for f in files))
 
-    _rewrite_manifest(folder, record)
+    rewrite_manifest(folder, record)
     Embedder.load(folder, backend="onnxruntime").close()  # intact: loads
     _flip_byte(folder / "model_fp32.onnx.data", 5000)
     with pytest.raises(IntegrityError, match=r"model_fp32\.onnx\.data does not match its sha256"):
@@ -98,28 +56,28 @@ def test_corrupted_external_data_is_refused(tiny_fp32, tmp_path):
 def test_swapped_model_is_refused(tiny_fp32, tiny_cls_artifacts, tmp_path):
     from ijepa_deploy.exporter.manifest_builder import file_record
 
-    folder = _copy(tiny_fp32, tmp_path)
+    folder = copy_folder(tiny_fp32, tmp_path)
     shutil.copy(tiny_cls_artifacts / "model_fp32.onnx", folder / "model_fp32.onnx")
     with pytest.raises(IntegrityError):
         Embedder.load(folder)
     with pytest.raises(BackendError, match="does not belong to this artifact folder"):  # even unverified
         Embedder.load(folder, verify=False, backend="onnxruntime")
     # an attacker who also rewrites the sha256 still cannot make a different model pass for this one
-    _rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(files=[file_record(folder / "model_fp32.onnx").__dict__]))
+    rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(files=[file_record(folder / "model_fp32.onnx").__dict__]))
     with pytest.raises(BackendError, match="does not belong"):
         Embedder.load(folder, backend="onnxruntime")
 
 
 @pytest.mark.parametrize("name", ["../other/model.onnx", "/etc/passwd", "sub/model.onnx", ".hidden.onnx"])
 def test_manifest_paths_are_confined(tiny_fp32, tmp_path, name):
-    folder = _copy(tiny_fp32, tmp_path)
-    _rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(file=name))
+    folder = copy_folder(tiny_fp32, tmp_path)
+    rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(file=name))
     with pytest.raises(ManifestError, match="artifacts.fp32.file"):
         Embedder.load(folder)
 
 
 def test_symlink_out_of_the_folder_is_refused(tiny_fp32, tmp_path):
-    folder = _copy(tiny_fp32, tmp_path)
+    folder = copy_folder(tiny_fp32, tmp_path)
     (folder / "model_fp32.onnx").unlink()
     (folder / "model_fp32.onnx").symlink_to(tiny_fp32 / "model_fp32.onnx")
     with pytest.raises(ManifestError, match="points outside the folder"):
@@ -141,7 +99,7 @@ def test_symlink_out_of_the_folder_is_refused(tiny_fp32, tmp_path):
     (("engines",), {"fp16": {}}, "engines"),
 ])
 def test_malformed_manifests_name_the_field(tiny_fp32, tmp_path, field, value, where):
-    folder = _copy(tiny_fp32, tmp_path)
+    folder = copy_folder(tiny_fp32, tmp_path)
 
     def change(data):
         target = data
@@ -149,16 +107,16 @@ def test_malformed_manifests_name_the_field(tiny_fp32, tmp_path, field, value, w
             target = target[key]
         target[field[-1]] = value
 
-    _rewrite_manifest(folder, change, fix_identities=False)
+    rewrite_manifest(folder, change, fix_identities=False)
     with pytest.raises(ManifestError) as exc:
         Embedder.load(folder)
     assert "manifest.json" in str(exc.value) and where in str(exc.value)
-    out = _embed(["--artifacts", str(folder), str(skimage_data_dir() / "moon.png")])
+    out = embed_cli(["--artifacts", str(folder), str(skimage_data_dir() / "moon.png")])
     assert where in one_error_line(out)
 
 
 def test_missing_keys_and_junk_manifests(tiny_fp32, tmp_path):
-    folder = _copy(tiny_fp32, tmp_path)
+    folder = copy_folder(tiny_fp32, tmp_path)
     data = json.loads((folder / "manifest.json").read_text())
     for key in ("preprocessing", "io", "artifacts", "schema_version"):
         broken = {k: v for k, v in data.items() if k != key}
@@ -174,19 +132,19 @@ def test_missing_keys_and_junk_manifests(tiny_fp32, tmp_path):
 def test_nan_outputs_name_the_image(tiny_fp32, tmp_path, photos):
     from ijepa_deploy.exporter.manifest_builder import file_record
 
-    folder = _copy(tiny_fp32, tmp_path)
+    folder = copy_folder(tiny_fp32, tmp_path)
     model = onnx.load(str(folder / "model_fp32.onnx"))
     norm = next(i for i in model.graph.initializer if i.name == "norm.weight")
     norm.CopyFrom(onnx.numpy_helper.from_array(np.full(64, np.nan, np.float32), "norm.weight"))
     onnx.save(model, str(folder / "model_fp32.onnx"))
-    _rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(files=[file_record(folder / "model_fp32.onnx").__dict__]))
+    rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(files=[file_record(folder / "model_fp32.onnx").__dict__]))
     with Embedder.load(folder, backend="onnxruntime") as embedder, pytest.raises(BackendError, match=r"NaN/Inf for .*moon\.png"):
         embedder.embed([photos["eval"] / "moon.png"])
 
 
 def test_verification_can_be_skipped(tiny_fp32, tmp_path):
-    folder = _copy(tiny_fp32, tmp_path)
-    _rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"]["files"][0].update(sha256="0" * 64))
+    folder = copy_folder(tiny_fp32, tmp_path)
+    rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"]["files"][0].update(sha256="0" * 64))
     with pytest.raises(IntegrityError):
         Embedder.load(folder)
     Embedder.load(folder, verify=False).close()
@@ -195,8 +153,8 @@ def test_verification_can_be_skipped(tiny_fp32, tmp_path):
 def test_edited_file_records_break_the_identity(tiny_fp32, tmp_path):
     """A manifest whose file hashes were edited (or copied from another model) no longer gives the identity
     it records: refused at load, before any file is opened, even with verify=False."""
-    folder = _copy(tiny_fp32, tmp_path)
-    _rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"]["files"][0].update(sha256="0" * 64),
+    folder = copy_folder(tiny_fp32, tmp_path)
+    rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"]["files"][0].update(sha256="0" * 64),
                       fix_identities=False)
     with pytest.raises(ManifestError, match=r"artifacts\.fp32\.identity is not the identity"):
         Embedder.load(folder, verify=False)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 
 import pytest
@@ -26,7 +25,7 @@ import pytest
 from ijepa_deploy.runtime import Embedder
 from ijepa_deploy.runtime.backends.openvino_backend import openvino_unavailable_reason
 
-from .helpers import skimage_data_dir
+from .helpers import skimage_data_dir, threads_seconds
 
 BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
     openvino_unavailable_reason() is not None, reason=f"OpenVINO backend: {openvino_unavailable_reason()}"))]
@@ -42,16 +41,6 @@ def _work(embedder: Embedder, paths: list) -> None:
         embedder.embed(paths[start:start + 4])
 
 
-def _seconds(target, args_per_thread: list) -> float:
-    threads = [threading.Thread(target=target, args=args) for args in args_per_thread]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started
-
-
 def measure(embedders: list[Embedder], paths: list, repeats: int = 3) -> tuple[float, float]:
     """(embedders, reference): throughput of two threads over one, 2 * t(one) / t(two doing twice the
     work), best of `repeats` interleaved repetitions. The reference is hashlib over 32 MB (it releases the
@@ -59,10 +48,10 @@ def measure(embedders: list[Embedder], paths: list, repeats: int = 3) -> tuple[f
     data = bytes(32 << 20)
     one, two, ref_one, ref_two = [], [], [], []
     for _ in range(repeats):  # interleaved, so a burst of load from elsewhere hits all alike
-        one.append(_seconds(_work, [(embedders[0], paths)]))
-        two.append(_seconds(_work, [(e, paths) for e in embedders]))
-        ref_one.append(_seconds(hashlib.sha256, [(data,)]))
-        ref_two.append(_seconds(hashlib.sha256, [(data,), (data,)]))
+        one.append(threads_seconds(_work, [(embedders[0], paths)]))
+        two.append(threads_seconds(_work, [(e, paths) for e in embedders]))
+        ref_one.append(threads_seconds(hashlib.sha256, [(data,)]))
+        ref_two.append(threads_seconds(hashlib.sha256, [(data,), (data,)]))
     return 2 * min(one) / min(two), 2 * min(ref_one) / min(ref_two)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,48 +19,12 @@ from ijepa_deploy.runtime import (BackendError, Embedder, Manifest, Preprocessor
 from ijepa_deploy.runtime.backends.openvino_backend import openvino_unavailable_reason
 from ijepa_deploy.runtime.similarity import cosine_rows
 
-from .helpers import rewrite_manifest, run_module, skimage_data_dir
-
-PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "logo.png"]
-MODES = ["RGB", "L", "LA", "P", "PA", "RGBA", "CMYK", "I;16", "I", "F", "1"]
-BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
-    openvino_unavailable_reason() is not None, reason=f"OpenVINO backend: {openvino_unavailable_reason()}"))]
-
-
-def hf_processor(manifest: Manifest, size=None):
-    from transformers import ViTImageProcessorPil
-
-    pre = manifest.preprocessing
-    h, w = size or (pre.height, pre.width)
-    return ViTImageProcessorPil(size={"height": h, "width": w}, resample=2, do_rescale=True,
-                                rescale_factor=pre.rescale_factor, image_mean=list(pre.mean), image_std=list(pre.std),
-                                do_convert_rgb=True)
-
-
-def _image(name: str, mode: str) -> Image.Image:
-    img = Image.open(skimage_data_dir() / name)
-    if mode == "P" and img.mode == "RGBA":
-        return img.convert("RGB").convert("P")
-    if mode == "I;16":
-        return img.convert("L").convert("I;16")
-    return img.convert(mode)
-
-
-def _embed(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return run_module("embed", *args, **kwargs)
-
-
-def _copy(folder: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "copy"
-    shutil.copytree(folder, target)
-    return target
-
-
-def _rewrite_manifest(folder: Path, change, **kwargs) -> None:
-    rewrite_manifest(folder, change, **kwargs)
-
+from .helpers import MODES, PHOTOS, cpu_backends, embed_cli, hf_processor, image_in_mode, skimage_data_dir
 
 # ------------------------------------------------------------------------- parity
+
+
+CPU_BACKENDS = cpu_backends()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -69,7 +32,7 @@ def test_preprocessing_matches_vit_image_processor(tiny_fp32, mode):
     manifest = Manifest.load(tiny_fp32)
     ours, theirs = Preprocessor(manifest.preprocessing), hf_processor(manifest)
     for name in PHOTOS:
-        img = _image(name, mode)
+        img = image_in_mode(name, mode)
         expected = theirs(images=img, return_tensors="np")["pixel_values"]
         got = ours([img])
         assert got.shape == expected.shape == (1, 3, 56, 56)
@@ -124,9 +87,9 @@ def _hf_embeddings(hf_dir: Path, paths: list, manifest: Manifest, cls: bool = Fa
         return IJepaModel.from_pretrained(hf_dir).eval()(pixels).last_hidden_state.mean(dim=1).numpy()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_ijepa_embed_matches_transformers(tiny_fp32, hf_dir, photos, tmp_path, backend):
-    out = _embed(["--artifacts", str(tiny_fp32), str(photos["eval"]), str(photos["calib"] / "000_coffee.png"),
+    out = embed_cli(["--artifacts", str(tiny_fp32), str(photos["eval"]), str(photos["calib"] / "000_coffee.png"),
                   "--output", str(tmp_path / "e.npy"), "--batch-size", "3", "--backend", backend])
     assert out.returncode == 0, out.stderr
     got = np.load(tmp_path / "e.npy")
@@ -172,7 +135,7 @@ print('ok')
     assert np.load(tmp_path / "x.npy").shape == (18, 64)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_concurrent_callers_get_identical_results(tiny_fp32, photos, backend):
     paths = sorted(photos["calib"].iterdir())[:8] + sorted(photos["eval"].iterdir())[:6]
     with Embedder.load(tiny_fp32, backend=backend) as embedder:
@@ -192,7 +155,7 @@ def test_concurrent_callers_get_identical_results(tiny_fp32, photos, backend):
         assert np.allclose(np.roll(got, i, axis=0), single, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_any_n_batches_generators_and_similarity(tiny_fp32, photos, backend):
     paths = sorted(photos["calib"].iterdir())[:6]
     with Embedder.load(tiny_fp32, backend=backend) as embedder:

@@ -10,55 +10,14 @@ import resource
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ijepa_deploy.runtime import (Embedder, EmbedderClosedError, ImageError, Manifest, ManifestError, UsageError)
-from ijepa_deploy.runtime.backends.openvino_backend import openvino_unavailable_reason
+from ijepa_deploy.runtime import (Embedder, EmbedderClosedError, ImageError, ManifestError, UsageError)
 
-from .helpers import one_error_line, rewrite_manifest, run_module, skimage_data_dir
-
-PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "logo.png"]
-MODES = ["RGB", "L", "LA", "P", "PA", "RGBA", "CMYK", "I;16", "I", "F", "1"]
-BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
-    openvino_unavailable_reason() is not None, reason=f"OpenVINO backend: {openvino_unavailable_reason()}"))]
-
-
-def hf_processor(manifest: Manifest, size=None):
-    from transformers import ViTImageProcessorPil
-
-    pre = manifest.preprocessing
-    h, w = size or (pre.height, pre.width)
-    return ViTImageProcessorPil(size={"height": h, "width": w}, resample=2, do_rescale=True,
-                                rescale_factor=pre.rescale_factor, image_mean=list(pre.mean), image_std=list(pre.std),
-                                do_convert_rgb=True)
-
-
-def _image(name: str, mode: str) -> Image.Image:
-    img = Image.open(skimage_data_dir() / name)
-    if mode == "P" and img.mode == "RGBA":
-        return img.convert("RGB").convert("P")
-    if mode == "I;16":
-        return img.convert("L").convert("I;16")
-    return img.convert(mode)
-
-
-def _embed(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return run_module("embed", *args, **kwargs)
-
-
-def _copy(folder: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "copy"
-    shutil.copytree(folder, target)
-    return target
-
-
-def _rewrite_manifest(folder: Path, change, **kwargs) -> None:
-    rewrite_manifest(folder, change, **kwargs)
-
+from .helpers import copy_folder, embed_cli, one_error_line, rewrite_manifest, skimage_data_dir
 
 # ------------------------------------------------------------------------- outputs that cannot be lost
 
@@ -66,7 +25,7 @@ def _rewrite_manifest(folder: Path, change, **kwargs) -> None:
 def test_output_names_are_exact(tiny_fp32, photos, tmp_path):
     image = str(photos["eval"] / "moon.png")
     for name in ("run.2024-01-01", "run.2024-01-02", "plain"):
-        assert _embed(["--artifacts", str(tiny_fp32), image, "--output", str(tmp_path / name)]).returncode == 0
+        assert embed_cli(["--artifacts", str(tiny_fp32), image, "--output", str(tmp_path / name)]).returncode == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["plain.json", "plain.npy", "run.2024-01-01", "run.2024-01-01.json", "run.2024-01-02",
                      "run.2024-01-02.json"]
@@ -75,7 +34,7 @@ def test_output_names_are_exact(tiny_fp32, photos, tmp_path):
 
 def test_failed_write_keeps_previous_results(tiny_fp32, photos, tmp_path):
     out = tmp_path / "emb.npy"
-    assert _embed(["--artifacts", str(tiny_fp32), str(photos["eval"] / "moon.png"), "--output", str(out)]).returncode == 0
+    assert embed_cli(["--artifacts", str(tiny_fp32), str(photos["eval"] / "moon.png"), "--output", str(out)]).returncode == 0
     before = out.read_bytes(), (tmp_path / "emb.json").read_text()
 
     def small_files():  # the second run may write at most 10 KB per file: its .npy cannot fit
@@ -104,7 +63,7 @@ def test_unwritable_output_fails_before_any_work(tiny_fp32, photos, tmp_path, wh
         (tmp_path / "e.npy").mkdir()
         target = tmp_path / "e.npy"
     # a missing artifact folder would fail later: the output check must come first
-    out = _embed(["--artifacts", str(tmp_path / "no-artifacts"), str(photos["eval"]), "--output", str(target)])
+    out = embed_cli(["--artifacts", str(tmp_path / "no-artifacts"), str(photos["eval"]), "--output", str(target)])
     assert "cannot write output" in one_error_line(out)
 
 
@@ -151,7 +110,7 @@ def test_batch_size_must_be_positive(tiny_fp32, photos):
             with pytest.raises(UsageError, match="batch size must be a positive integer"):
                 embedder.embed([photos["eval"] / "moon.png"], batch_size=bad)
     for bad in ("0", "-1"):
-        out = _embed(["--artifacts", str(tiny_fp32), str(photos["eval"]), "--batch-size", bad])
+        out = embed_cli(["--artifacts", str(tiny_fp32), str(photos["eval"]), "--batch-size", bad])
         assert "--batch-size" in one_error_line(out)
 
 
@@ -160,14 +119,14 @@ def test_corrupt_image_names_the_file(tiny_fp32, tmp_path):
     bad.write_bytes((skimage_data_dir() / "rocket.jpg").read_bytes()[:2000])
     with Embedder.load(tiny_fp32) as embedder, pytest.raises(ImageError, match=r"truncated\.jpg"):
         embedder.embed([skimage_data_dir() / "chelsea.png", bad])
-    assert "truncated.jpg" in one_error_line(_embed(["--artifacts", str(tiny_fp32), str(bad)]))
+    assert "truncated.jpg" in one_error_line(embed_cli(["--artifacts", str(tiny_fp32), str(bad)]))
 
 
 def test_skip_bad_continues(tiny_fp32, tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG garbage")
     Image.open(skimage_data_dir() / "coffee.png").save(tmp_path / "imgs" / "good.png")
-    out = _embed(["--artifacts", str(tiny_fp32), str(tmp_path / "imgs"), "--skip-bad", "--output",
+    out = embed_cli(["--artifacts", str(tiny_fp32), str(tmp_path / "imgs"), "--skip-bad", "--output",
                   str(tmp_path / "o.npy")])
     assert out.returncode == 0, out.stderr
     assert "skipped: cannot read image" in out.stderr and "broken.png" in out.stderr
@@ -183,7 +142,7 @@ def test_skip_bad_continues(tiny_fp32, tmp_path):
     (["--output", "x.npy", "--output-dir", "d"], "--output and --output-dir are exclusive"),
 ])
 def test_cli_input_errors_are_one_line(tiny_fp32, photos, args, message, tmp_path):
-    out = _embed(["--artifacts", str(tiny_fp32), str(photos["eval"] / "moon.png"), *args], cwd=tmp_path)
+    out = embed_cli(["--artifacts", str(tiny_fp32), str(photos["eval"] / "moon.png"), *args], cwd=tmp_path)
     assert message in one_error_line(out)
 
 
@@ -193,19 +152,19 @@ def test_empty_input_and_missing_things(tiny_fp32, tmp_path):
     (tmp_path / "empty.txt").write_text("# a path list with no paths\n")
     (tmp_path / "list.txt").write_text("missing.png\n")
     (tmp_path / "sub").mkdir()
-    assert "lists no images" in one_error_line(_embed(["--artifacts", str(tiny_fp32), str(tmp_path / "empty.txt")]))
-    assert "missing.png" in one_error_line(_embed(["--artifacts", str(tiny_fp32), str(tmp_path / "list.txt")]))
-    assert "contains no images" in one_error_line(_embed(["--artifacts", str(tiny_fp32), str(tmp_path / "sub")]))
+    assert "lists no images" in one_error_line(embed_cli(["--artifacts", str(tiny_fp32), str(tmp_path / "empty.txt")]))
+    assert "missing.png" in one_error_line(embed_cli(["--artifacts", str(tiny_fp32), str(tmp_path / "list.txt")]))
+    assert "contains no images" in one_error_line(embed_cli(["--artifacts", str(tiny_fp32), str(tmp_path / "sub")]))
     with pytest.raises(ManifestError, match="has no manifest.json"):
         Embedder.load(tmp_path)
 
 
 def test_manifest_from_other_schemas(tiny_fp32, tmp_path):
-    folder = _copy(tiny_fp32, tmp_path)
-    _rewrite_manifest(folder, lambda d: d.update(schema_version=99))
+    folder = copy_folder(tiny_fp32, tmp_path)
+    rewrite_manifest(folder, lambda d: d.update(schema_version=99))
     with pytest.raises(ManifestError, match="schema 99, newer than this runtime's 3: upgrade ijepa-deploy"):
         Embedder.load(folder)
-    _rewrite_manifest(folder, lambda d: d.update(schema_version=1))
+    rewrite_manifest(folder, lambda d: d.update(schema_version=1))
     with pytest.raises(ManifestError, match="schema 1, written by an older ijepa-export .* re-export"):
         Embedder.load(folder)
 
