@@ -33,15 +33,31 @@ from .models import BenchError
 log = logging.getLogger(__name__)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _data_url(path: Path) -> str:
-    kind = {"jpg": "jpeg"}.get(path.suffix.lower().lstrip("."), path.suffix.lower().lstrip("."))
-    return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode()
+def data_url(data: bytes, kind: str = "png") -> str:
+    """An image file's bytes as a `data:image/<kind>;base64,` URL (what clients of /v1/embeddings send)."""
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
+
+
+def file_data_url(path: Path) -> str:
+    kind = path.suffix.lower().lstrip(".")
+    return data_url(path.read_bytes(), {"jpg": "jpeg"}.get(kind, kind))
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition -> {series (name and labels as written): value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 def offline(embedder, files: list[Path], batch: int, rounds: int, warm: bool = False) -> dict:
@@ -107,13 +123,14 @@ def steady_rate(done: list[float], concurrency: int) -> float | None:
     return (len(done) - 1 - 2 * k) / (done[-1 - k] - done[k])
 
 
-def _metric(url: str, name: str) -> float:
-    text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
+def _batch_totals(url: str) -> tuple[float, float]:
+    """(images batched, batches) so far, from the server's /metrics."""
+    series = parse_metrics(urllib.request.urlopen(url + "/metrics", timeout=30).read().decode())
+    return series.get("ijepa_serve_batch_size_sum", 0.0), series.get("ijepa_serve_batch_size_count", 0.0)
 
 
 def start_server(artifacts: str, precision: str, backend: str, extra: list[str], log: Path):
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "ijepa_deploy.cli.serve", "--artifacts", artifacts, "--precision", precision,
            "--backend", backend, "--port", str(port), "--no-access-log", "--max-queue", "4096", *extra]
     proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
@@ -140,9 +157,9 @@ def run_levels(embedder, files: list[Path], batch: int, rounds: int, url: str, i
     offline_rates, served = [offline(embedder, files, batch, rounds, warm=True)["images_per_s"]], []
     log.info("offline: %.2f images/s", offline_rates[-1])
     for c in levels:
-        before = (_metric(url, "ijepa_serve_batch_size_sum"), _metric(url, "ijepa_serve_batch_size_count"))
+        before = _batch_totals(url)
         level = drive(url, model, inputs, c, per_level * max(c, batch))
-        after = (_metric(url, "ijepa_serve_batch_size_sum"), _metric(url, "ijepa_serve_batch_size_count"))
+        after = _batch_totals(url)
         level["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
         offline_rates.append(offline(embedder, files, batch, rounds)["images_per_s"])
         level["offline_images_per_s"] = (offline_rates[-2] + offline_rates[-1]) / 2
@@ -190,7 +207,7 @@ def bench_serving(artifacts: str, precision: str, backend: str, files: list[Path
     """Start the server, run the interleaved levels, stop it (SIGTERM: a clean drain); the JSON result."""
     from ijepa_deploy.runtime import Embedder
 
-    inputs = [_data_url(f) for f in files]
+    inputs = [file_data_url(f) for f in files]
     with Embedder.load(artifacts, precision, backend) as embedder:
         batch = embedder.batch_size()
         files_x = (files * (1 + 4 * batch // len(files)))[:max(4 * batch, len(files))]

@@ -11,7 +11,7 @@ from ijepa_deploy.contract.errors import UsageError
 from ijepa_deploy.runtime.config import BACKENDS
 from ijepa_deploy.serve.config import ServeConfig
 
-from .common import click_entry, quiet_ray, run_cli
+from .common import CONTEXT, click_entry, quiet_ray, run_cli
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -45,7 +45,7 @@ def _check_installed() -> None:
         raise UsageError(f"ijepa-serve needs {exc.name}: pip install 'ijepa-deploy[serve]'") from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True}, epilog="""
+@click.command(context_settings={**CONTEXT, "show_default": True}, epilog="""
 \b
 Examples:
   ijepa-serve --artifacts engines/vith14_1k --precision int8-cpu

@@ -24,6 +24,10 @@ class ImageError(UserError, ValueError):
     """An input could not be read as an image."""
 
 
+class PixelLimitError(ImageError):
+    """An image has more pixels than the limit: refused before it is decoded."""
+
+
 class BackendError(UserError, RuntimeError):
     """A backend could not be created or run."""
 

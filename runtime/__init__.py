@@ -7,7 +7,7 @@
 """
 
 from ijepa_deploy.contract.errors import (BackendError, CollectionError, ImageError, IntegrityError, ManifestError,
-                                          OutputError, UsageError, UserError)
+                                          OutputError, PixelLimitError, UsageError, UserError)
 from ijepa_deploy.contract.manifest import SCHEMA_VERSION, Artifact, Engine, Manifest, Preprocessing
 from ijepa_deploy.contract.shard_reader import read_embeddings
 
@@ -18,4 +18,4 @@ from .preprocessing import Preprocessor
 
 __all__ = ["SCHEMA_VERSION", "Artifact", "Backend", "BackendError", "CollectionError", "EmbedConfig", "Embedder",
            "EmbedderClosedError", "Engine", "ImageError", "IntegrityError", "Manifest", "ManifestError", "OutputError",
-           "Preprocessing", "Preprocessor", "UsageError", "UserError", "read_embeddings"]
+           "PixelLimitError", "Preprocessing", "Preprocessor", "UsageError", "UserError", "read_embeddings"]

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ijepa_deploy.contract.errors import ImageError, UsageError, UserError
+from ijepa_deploy.contract.errors import ImageError, PixelLimitError, UsageError, UserError
 from ijepa_deploy.contract.manifest import Preprocessing
 
 from .host_arrays import host_array
@@ -102,7 +102,7 @@ def _open_checked(data: bytes | bytearray | memoryview, name: str, max_pixels: i
     pil = Image.open(io.BytesIO(data))  # reads the header only
     width, height = pil.size
     if width * height > max_pixels:
-        raise ImageError(f"{name} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+        raise PixelLimitError(f"{name} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
                          "(a decompression bomb, or raise max_pixels)")
     pil.load()
     return pil
@@ -113,7 +113,7 @@ def check_array(image: np.ndarray, name: str, max_pixels: int) -> None:
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise ImageError(f"{name}: arrays must be HxW, HxWx3 or HxWx4 uint8 (or NxHxWx3 for a batch)")
     if image.shape[0] * image.shape[1] > max_pixels:
-        raise ImageError(f"{name} has more than {max_pixels} pixels")
+        raise PixelLimitError(f"{name} has more than {max_pixels} pixels")
 
 
 def decode(image: ImageInput, index: int | None = None, *, exif_orientation: bool = True,
@@ -143,7 +143,7 @@ def decode(image: ImageInput, index: int | None = None, *, exif_orientation: boo
     except UserError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name} was refused as a decompression bomb ({exc})") from None
+        raise PixelLimitError(f"{name} was refused as a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError,
             ZeroDivisionError, MemoryError) as exc:  # what PIL's decoders raise on hostile input
         raise ImageError(f"cannot read image {name}: {type(exc).__name__}: {str(exc)[:200]}; the file is corrupt, "

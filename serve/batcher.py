@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -44,7 +44,6 @@ class Ticket:
     """One request's admission: how many of its images still count against the queue bound."""
 
     remaining: int
-    items: list = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -55,28 +54,14 @@ class _Item:
     enqueued: float
 
 
-class DynamicBatcher:
-    """Groups images of concurrent requests into backend batches; see the module docstring."""
+class Admission:
+    """The queue bound both batchers share: at most `max_queue` images admitted (decoding or waiting) at once,
+    published as the queue_depth gauge. A ticket's images leave the count as they are batched (see
+    DynamicBatcher), the rest when the request ends."""
 
-    def __init__(self, prepare: Callable[[list[np.ndarray]], np.ndarray], infer: Callable[[np.ndarray], np.ndarray],
-                 *, max_batch: int, max_wait_s: float, max_queue: int, pipeline: int = 2, metrics=None):
-        self.prepare, self.infer = prepare, infer
-        self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
-        self.pipeline = pipeline
-        self.metrics = metrics
-        self._queue: list[_Item] = []
+    def __init__(self, max_queue: int, metrics=None):
+        self.max_queue, self.metrics = max_queue, metrics
         self._admitted = 0
-        self._running = 0
-        self._rate = 0.0  # images/s of recent batches, for Retry-After
-        self._batch_seconds = 0.0  # recent backend time per batch
-        self._last_batch = 0
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._stopping = False
-        self._backend_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=pipeline, thread_name_prefix="ijepa-serve-batch")
-
-    # ------------------------------------------------------------------ requests
 
     @contextlib.contextmanager
     def admit(self, n: int):
@@ -91,12 +76,46 @@ class DynamicBatcher:
             self._change_admitted(-ticket.remaining)
             ticket.remaining = 0
 
+    def retry_after(self) -> float:
+        return 1.0
+
+    @property
+    def depth(self) -> int:
+        return self._admitted
+
+    def _change_admitted(self, delta: int) -> None:
+        self._admitted += delta
+        if self.metrics:
+            self.metrics.queue_depth.set(self._admitted)
+
+
+class DynamicBatcher(Admission):
+    """Groups images of concurrent requests into backend batches; see the module docstring."""
+
+    def __init__(self, prepare: Callable[[list[np.ndarray]], np.ndarray], infer: Callable[[np.ndarray], np.ndarray],
+                 *, max_batch: int, max_wait_s: float, max_queue: int, pipeline: int = 2, metrics=None):
+        super().__init__(max_queue, metrics)
+        self.prepare, self.infer = prepare, infer
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.pipeline = pipeline
+        self._queue: list[_Item] = []
+        self._running = 0
+        self._rate = 0.0  # images/s of recent batches, for Retry-After
+        self._batch_seconds = 0.0  # recent backend time per batch
+        self._last_batch = 0
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self._backend_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=pipeline, thread_name_prefix="ijepa-serve-batch")
+
+    # ------------------------------------------------------------------ requests
+
     async def embed(self, arrays: list[np.ndarray], ticket: Ticket) -> np.ndarray:
         """(len(arrays), D) embeddings of one admitted request's images, in order."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         items = [_Item(a, ticket, loop.create_future(), now) for a in arrays]
-        ticket.items = items
         self._queue.extend(items)
         self._wakeup.set()
         return np.stack(await asyncio.gather(*(item.future for item in items)))
@@ -104,10 +123,6 @@ class DynamicBatcher:
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained, from the recent throughput (1..60)."""
         return min(60.0, max(1.0, self._admitted / self._rate if self._rate > 0 else 1.0))
-
-    @property
-    def depth(self) -> int:
-        return self._admitted
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -221,11 +236,6 @@ class DynamicBatcher:
         if self.metrics:
             self.metrics.batch_done(len(arrays), seconds)
         return vectors
-
-    def _change_admitted(self, delta: int) -> None:
-        self._admitted += delta
-        if self.metrics:
-            self.metrics.queue_depth.set(self._admitted)
 
 
 def _fail(items: list[_Item], exc: BaseException) -> None:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ijepa_deploy.runtime import EmbedConfig, UsageError
 
-ENV_CONFIG = "IJEPA_SERVE_CONFIG"  # how `--workers` hands the configuration to each worker process
+ENV_CONFIG = "IJEPA_SERVE_CONFIG"  # the configuration of `app_from_env` (an ASGI server other than ijepa-serve)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import io
+import dataclasses
 import os
 import re
 import urllib.error
@@ -18,9 +18,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-
-from ijepa_deploy.runtime import ImageError, Preprocessor
+from ijepa_deploy.contract.errors import ImageError, PixelLimitError
+from ijepa_deploy.runtime import Preprocessor
 
 from .errors import bad_item, bad_request
 
@@ -52,12 +51,13 @@ def parse_inputs(body: dict, max_items: int) -> list[str]:
 
 
 class Decoder:
-    """Decodes and resizes request images on a thread pool, exactly as the Embedder's preprocessor does."""
+    """Decodes and resizes request images on a thread pool, exactly as the Embedder's preprocessor does, with
+    the server's pixel limit (checked on the header, before decoding)."""
 
     def __init__(self, preprocessor: Preprocessor, *, workers: int, max_pixels: int, max_bytes: int,
                  allow_hosts: tuple[str, ...] = (), url_timeout_s: float = 10.0):
-        self.preprocessor = preprocessor
-        self.max_pixels = max_pixels
+        self.preprocessor = Preprocessor(dataclasses.replace(preprocessor.spec, max_pixels=max_pixels),
+                                         (preprocessor.height, preprocessor.width))
         self.max_bytes = max_bytes
         self.allow_hosts = allow_hosts
         self.url_timeout_s = url_timeout_s
@@ -77,15 +77,9 @@ class Decoder:
         """One input string -> (H, W, 3) uint8 at the model's size."""
         data = self.image_bytes(item, index)
         try:
-            with Image.open(io.BytesIO(data)) as probe:  # the header only: refuse huge images before decoding
-                width, height = probe.size
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise bad_item(index, f"not an image ({type(exc).__name__}: {str(exc)[:160]})", "invalid_image") from None
-        if width * height > self.max_pixels:
-            raise bad_item(index, f"{width}x{height} = {width * height} pixels is over the limit of {self.max_pixels}",
-                           "too_many_pixels")
-        try:
             return self.preprocessor.load(data, index)[0]
+        except PixelLimitError as exc:
+            raise bad_item(index, str(exc), "too_many_pixels") from None
         except ImageError as exc:
             raise bad_item(index, str(exc), "invalid_image") from None
 

@@ -55,8 +55,7 @@ class ServedModel:
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
         """(N, D) float32 embeddings of normalized pixels (rows may be non-finite; the caller checks)."""
-        out = self.embedder.backend.run(pixels, ["embedding"])["embedding"]
-        return np.asarray(out, dtype=np.float32)
+        return self.embedder.run_backend(pixels)
 
     def embed_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
         return self.infer(self.prepare(arrays))

@@ -19,7 +19,7 @@ import numpy as np
 
 from ijepa_deploy.runtime import UsageError
 
-from .batcher import NonFiniteOutput, QueueFull, Ticket
+from .batcher import Admission, NonFiniteOutput, Ticket
 from .config import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -32,24 +32,12 @@ except ImportError:  # pragma: no cover - only without the extra
 APP_NAME = "ijepa-serve"
 
 
-class RayBatcher:
+class RayBatcher(Admission):
     """The standalone batcher's interface (admit, embed) over a replica's `@serve.batch` method."""
 
     def __init__(self, batch_method, max_queue: int, metrics):
-        self.batch_method, self.max_queue, self.metrics = batch_method, max_queue, metrics
-        self._admitted = 0
-
-    @contextlib.contextmanager
-    def admit(self, n: int):
-        if self._admitted + n > self.max_queue:
-            raise QueueFull(1.0)
-        self._admitted += n
-        self.metrics.queue_depth.set(self._admitted)
-        try:
-            yield Ticket(n)
-        finally:
-            self._admitted -= n
-            self.metrics.queue_depth.set(self._admitted)
+        super().__init__(max_queue, metrics)
+        self.batch_method = batch_method
 
     async def embed(self, arrays: list[np.ndarray], ticket: Ticket) -> np.ndarray:
         rows = await asyncio.gather(*(self.batch_method(a) for a in arrays))
@@ -59,13 +47,6 @@ class RayBatcher:
             if not np.isfinite(row).all():
                 raise NonFiniteOutput("the model produced NaN/Inf for this image")
         return np.stack(rows)
-
-    @property
-    def depth(self) -> int:
-        return self._admitted
-
-    def retry_after(self) -> float:
-        return 1.0
 
     def start(self) -> None:
         pass

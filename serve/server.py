@@ -19,7 +19,7 @@ import uvicorn
 from ijepa_deploy.runtime import UsageError
 
 from .app import create_app
-from .config import ENV_CONFIG, ServeConfig
+from .config import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,6 @@ def serve(config: ServeConfig, sockets: list[socket.socket] | None = None) -> in
 def _worker(config_json: str, sock: socket.socket, configure_logging, log_level: int) -> None:
     if configure_logging is not None:  # a spawned process starts with no logging configuration
         configure_logging(log_level)
-    os.environ[ENV_CONFIG] = config_json
     raise SystemExit(serve(ServeConfig.from_json(config_json), sockets=[sock]))
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ijepa_deploy.bench.serve_load import data_url, free_port, parse_metrics  # noqa: F401 (re-exported for the tests)
 from ijepa_deploy.runtime.similarity import cosine_rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -106,19 +99,6 @@ def post_json(url: str, payload: dict, headers: dict | None = None):
     status, head, body = http_request(url + "/v1/embeddings", json.dumps(payload).encode(),
                                       {"Content-Type": "application/json", **(headers or {})})
     return status, head, json.loads(body)
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def data_url(data: bytes, kind: str = "png") -> str:
-    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
 
 
 def assert_same_vectors(got: np.ndarray, ref: np.ndarray, center: np.ndarray, floor: float = 0.9999) -> None:
