@@ -51,10 +51,6 @@ def map_checkout(root: Path = ROOT) -> dict[str, Path]:
     return dirs
 
 
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
-
-
 def _fmt(value, spec: str = ".4g") -> str:
     if value is None:
         return "-"
@@ -152,7 +148,9 @@ def run(out_dir: Path, budget_s: float, variant: str, images: int, device: str =
         result["skipped"] += result[key].pop("skipped", []) if isinstance(result[key], dict) else []
     result["skipped"] = list(dict.fromkeys(result["skipped"]))
     result["seconds"] = time.perf_counter() - start
-    name = slug(result["gpu"].get("name", "gpu"))
+    from ijepa_deploy.contract.naming import gpu_slug  # after map_checkout: imports nothing but the stdlib
+
+    name = gpu_slug(result["gpu"].get("name", "gpu"))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"gpu-{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / f"gpu-{name}.md").write_text(render_markdown(result))

@@ -31,6 +31,7 @@ from ijepa_deploy.contract.precisions import default_plan_precisions
 from ijepa_deploy.contract.records import load_record
 from ijepa_deploy.runtime.backends.tensorrt_backend import (TensorRTBackend, hardware_level_name,
                                                             local_environment, tensorrt_unavailable_reason)
+from ijepa_deploy.runtime.backends.tensorrt_compat import version_tuple
 from ijepa_deploy.runtime.backends.tensorrt_profiles import parse_profiles
 
 from . import report
@@ -166,15 +167,15 @@ def inspect_engine(trt, engine, onnx_path: Path) -> dict:
     """Layer count, hardware level and the precision report (what every GEMM runs in, whether
     attention fused), from the engine inspector; a stripped plan is inspected without weights."""
     fields = {"hardware_compatibility": hardware_level_name(trt, engine), "layers": engine.num_layers}
+    gemms, blocks = onnx_gemms(onnx_path)
     inspector = engine.create_engine_inspector()
     try:
         info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # a quantized plan without a report is refused (check_report)
         return {**fields, "inspection_error": str(exc)[:200],
-                "precision_report": {"available": False, "reason": f"inspector JSON unreadable: {str(exc)[:100]}"}}
-    gemms, blocks = onnx_gemms(onnx_path)
+                "precision_report": {"available": False, "reason": f"inspector JSON unreadable: {str(exc)[:100]}",
+                                     "quantized_gemms": sum(gemms.values())}}
     found = precision_report(info, gemms, blocks)
-    found["quantized_gemms"] = sum(gemms.values())
     return {**fields, "layers": found.get("layers", engine.num_layers), "precision_report": found,
             "attention_kernels": found.get("attention_kernels")}
 
@@ -184,10 +185,9 @@ def inspect_plan(trt, logger, data: bytes, version_compatible: bool, onnx_path: 
     return inspect_engine(trt, engine, onnx_path)
 
 
-def check_report(record: dict | Engine, allow_float_gemms: bool) -> None:
+def check_report(record: Engine, allow_float_gemms: bool) -> None:
     """Refuse a plan whose quantized GEMMs did not run quantized (or warn, when allowed)."""
-    found = record["precision_report"] if isinstance(record, dict) else record.precision_report
-    refusals, warnings = report_problems(found or {"available": False, "reason": "no report"})
+    refusals, warnings = report_problems(record.precision_report or {"available": False, "reason": "no report"})
     for message in warnings + (refusals if allow_float_gemms else []):
         log.warning("%s", message)
     if refusals and not allow_float_gemms:
@@ -204,14 +204,13 @@ def gate_pixels(manifest: Manifest) -> tuple[np.ndarray | None, str]:
     return np.load(path, allow_pickle=False).astype(np.float32), f"{record.images} held-out images"
 
 
-def validate_plan(folder: Path, manifest: Manifest, precision: str, plan: Path, entry: Engine,
+def validate_plan(manifest: Manifest, precision: str, plan: Path, entry: Engine, onnx_path: Path,
                   device: int = 0) -> Validation:
-    """Compare the plan with its source ONNX under ONNX Runtime, with the precision's gate, on
-    batches cut to the plan's own profiles."""
+    """Compare the plan with its source ONNX (`onnx_path`, verified by the caller) under ONNX Runtime, with
+    the precision's gate, on batches cut to the plan's own profiles."""
     from ijepa_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     gate = export_precision(precision).gate
-    onnx_path = manifest.verify(precision)
     reference_backend = OnnxRuntimeBackend(onnx_path)
     label = f"{plan.name} vs {onnx_path.name} under ONNX Runtime"
     pixels, described = gate_pixels(manifest)
@@ -245,9 +244,7 @@ def check_buildable(manifest: Manifest, precision: str, compute_capability: str,
         raise EngineBuildError(f"{precision} is not for TensorRT ({art.description or 'CPU only'}); build "
                                f"{' or '.join(p for p, a in manifest.artifacts.items() if a.tensorrt)} instead")
     if art.min_compute_capability:
-        need = tuple(int(x) for x in art.min_compute_capability.split("."))
-        have = tuple(int(x) for x in compute_capability.split("."))
-        if have < need:
+        if version_tuple(compute_capability) < version_tuple(art.min_compute_capability):
             raise EngineBuildError(f"{precision} needs compute capability >= {art.min_compute_capability} (Ada, Hopper, "
                                    f"Blackwell); this GPU has {compute_capability}: build fp16 or int8 instead")
     problem = settings and request_problem(precision, art.min_compute_capability, settings)
@@ -287,7 +284,7 @@ def build_engines(folder: Path, manifest: Manifest, precisions: list[str],
         try:
             check_report(record, settings.allow_float_gemms)
             with stage(f"gate the {precision} plan vs ONNX Runtime"):
-                record = dataclasses.replace(record, validation=validate_plan(folder, manifest, precision, plan, record,
+                record = dataclasses.replace(record, validation=validate_plan(manifest, precision, plan, record, onnx_path,
                                                                                settings.device))
         except BaseException:
             plan.unlink(missing_ok=True)

@@ -9,12 +9,12 @@ and the optimization-profile shapes from the manifest and the batch buckets.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ijepa_deploy.runtime.backends.tensorrt_profiles import Bucket
 from ijepa_deploy.contract.manifest import Manifest
+from ijepa_deploy.runtime.backends.tensorrt_compat import version_tuple
+from ijepa_deploy.runtime.backends.tensorrt_profiles import Bucket, split_batch
 
 MIN_TENSORRT = (10, 0)
 FLOOR_REASON = ("strongly typed networks exist since TensorRT 10.0 (JetPack 6 ships 10.3); weak typing and "
@@ -22,14 +22,9 @@ FLOOR_REASON = ("strongly typed networks exist since TensorRT 10.0 (JetPack 6 sh
 AMPERE = (8, 0)
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    """Every numeric part of a version: '10.13.3.9' -> (10, 13, 3, 9)."""
-    return tuple(int(x) for x in re.findall(r"\d+", str(text)))
-
-
 def version_floor_problem(version: str) -> str | None:
     """Why this TensorRT cannot build our files, or None."""
-    if parse_version(version)[:2] < MIN_TENSORRT:
+    if version_tuple(version)[:2] < MIN_TENSORRT:
         return f"TensorRT {version} is too old: {FLOOR_REASON}; use TensorRT >= 10.0"
     return None
 
@@ -63,7 +58,7 @@ class BuildChoices:
 
 def build_choices(precision: str, tensorrt_version: str, settings: BuildSettings) -> BuildChoices:
     """The one place that decides the flags: both builders read it."""
-    major = parse_version(tensorrt_version)[0] if not tensorrt_version.startswith("$") else 10
+    major = version_tuple(tensorrt_version)[0] if not tensorrt_version.startswith("$") else 10
     return BuildChoices(strongly_typed=True, trtexec_strongly_typed=major < 11,
                         clear_tf32=precision == "fp32" and not settings.tf32,
                         version_compatible=settings.version_compatible,
@@ -84,7 +79,7 @@ def trtexec_flags(choices: BuildChoices) -> list[str]:
 def request_problem(precision: str, min_compute_capability: str | None, settings: BuildSettings) -> str | None:
     """Why this build request cannot give a working plan, or None."""
     if settings.hardware_compatible and min_compute_capability and \
-            parse_version(min_compute_capability) > AMPERE:
+            version_tuple(min_compute_capability) > AMPERE:
         return (f"{precision} needs compute capability >= {min_compute_capability}; a hardware-compatible plan "
                 "holds only kernels every Ampere-or-newer GPU runs: build it without --hardware-compatible")
     if settings.strip_weights and settings.version_compatible:
@@ -125,5 +120,4 @@ def gate_problem(profiles: list[dict], channels: int, height: int, width: int) -
 def gate_chunks(count: int, profiles: list[dict]) -> list[tuple[int, int]]:
     """(start, stop) batches for `count` gate images: never above the plan's largest profile
     (the backend pads a batch below a profile's minimum)."""
-    largest = max(int(p["max"][0]) for p in profiles)
-    return [(i, min(i + largest, count)) for i in range(0, count, largest)]
+    return split_batch(count, max(int(p["max"][0]) for p in profiles))

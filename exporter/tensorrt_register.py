@@ -70,7 +70,8 @@ def register_engine(folder: Path, plan: Path, *, precision: str | None = None, d
     _runtime, engine = deserialize(trt, logger, plan.read_bytes(), version_compatible,
                                    f"{plan.name} on {env['gpu_name']}")
     shapes = engine_profiles(engine, manifest.input_name)
-    inspection = inspect_engine(trt, engine, manifest.verify(precision))
+    onnx_path = manifest.verify(precision)
+    inspection = inspect_engine(trt, engine, onnx_path)
     del engine, _runtime
     settings = BuildSettings(profiles=shapes, version_compatible=version_compatible, strip_weights=stripped,
                              hardware_compatible=inspection["hardware_compatibility"] == "ampere_plus")
@@ -83,7 +84,7 @@ def register_engine(folder: Path, plan: Path, *, precision: str | None = None, d
         stripped=stripped, **env, **inspection))
     check_report(record, allow_float_gemms)
     with stage(f"gate {plan.name} vs ONNX Runtime"):
-        record = dataclasses.replace(record, validation=validate_plan(folder, manifest, precision, plan, record, device))
+        record = dataclasses.replace(record, validation=validate_plan(manifest, precision, plan, record, onnx_path, device))
     manifest = manifest.with_engine(record)
     manifest.save(folder)
     write_atomic(folder / REPORT_NAME, report.render(manifest))

@@ -95,7 +95,8 @@ def precision_report(info: dict | str, gemms: dict[str, bool], blocks: list[str]
     detailed = any("Inputs" in layer or "Metadata" in layer for layer in layers)
     if not detailed:
         return {"available": False, "reason": "the inspector gave layer names only (build with profiling "
-                                              "verbosity DETAILED)", "layers": len(layers)}
+                                              "verbosity DETAILED)", "layers": len(layers),
+                "quantized_gemms": sum(gemms.values())}
     types: dict[str, str] = {}
     for node in gemms:
         layer = gemm_layer(layers, node)

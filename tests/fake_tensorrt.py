@@ -271,7 +271,8 @@ class FakeEngine:
 
     def create_engine_inspector(self):
         trt = __import__("sys").modules["tensorrt"]
-        return types.SimpleNamespace(get_engine_information=lambda fmt: json.dumps(trt.inspector_json))
+        text = trt.inspector_json if isinstance(trt.inspector_json, str) else json.dumps(trt.inspector_json)
+        return types.SimpleNamespace(get_engine_information=lambda fmt: text)  # a str: the text as it is
 
     def get_tensor_name(self, i):
         return self.names[i]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ijepa_deploy.bench.gpu_check import package_dirs, render_markdown, slug
+from ijepa_deploy.bench.gpu_check import package_dirs, render_markdown
 from ijepa_deploy.bench.gpu_sections import images_per_second, parity_verdict
+from ijepa_deploy.contract.naming import gpu_slug
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def test_pure_parts():
     assert images_per_second([0.1, 0.2], 1) == pytest.approx(1 / 0.15)
     assert parity_verdict("fp32", {"centered_cosine": 0.999995}) == "pass"
     assert parity_verdict("half", {"centered_cosine": 0.998}) == "below 0.999"
-    assert slug("NVIDIA H200") == "nvidia-h200"
+    assert gpu_slug("NVIDIA H200") == "nvidia-h200"  # the results' file names
     md = render_markdown({"created": "now", "seconds": 12.0, "gpu": {"name": "NVIDIA H200"},
                           "parity": {"model": "m", "images": 16, "inputs": "photographs", "rows": [
                               {"precision": "fp16", "centered_cosine": 0.9999, "top5_agreement": 1.0, "verdict": "pass"}]},

@@ -240,7 +240,8 @@ def test_gate_runs_within_the_plans_profile(tiny_artifacts, monkeypatch):
     entry = Engine(precision="fp16", file="model_fp16.x.trt10.3.0.plan", sha256="0" * 64, bytes=1,
                    tensorrt_version="10.3.0.26", gpu_name="x", compute_capability="9.0",
                    profiles=[{"input": "pixel_values", **{k: list(v) for k, v in settings.profiles[0].items()}}])
-    record = tensorrt_build.validate_plan(tiny_artifacts, manifest, "fp16", tiny_artifacts / "model_fp16.onnx", entry)
+    record = tensorrt_build.validate_plan(manifest, "fp16", tiny_artifacts / "model_fp16.onnx", entry,
+                                          manifest.verify("fp16"))
     assert record.passed and record.metrics["images"] == 16 and np.isclose(record.metrics["centered_cosine"], 1)
 
 

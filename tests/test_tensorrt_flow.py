@@ -65,6 +65,16 @@ def test_float_gemms_refused_unless_allowed(flow, caplog):
     assert Manifest.load(folder).engines[0].precision_report["quantized_gemms_not_quantized_count"] == 1
 
 
+def test_a_quantized_plan_without_a_readable_report_is_refused(flow):
+    trt, folder = flow
+    from ijepa_deploy.exporter.tensorrt_build import build_engine_cli
+
+    trt.inspector_json = "not JSON"
+    with pytest.raises(EngineBuildError, match="cannot verify that the quantized GEMMs run quantized"):
+        build_engine_cli(folder, ["int8"])
+    assert not list(folder.glob("*.plan")) and Manifest.load(folder).engines == ()
+
+
 def test_fp32_clears_tf32_and_stripped_plans_are_named(flow):
     trt, folder = flow
     from ijepa_deploy.exporter.tensorrt_build import build_engine_cli

@@ -270,11 +270,10 @@ class TensorRTBackend(Backend):
         if unknown:
             raise BackendError(f"the plan has no output {unknown[0]!r} (has {self.output_names})")
         shape = tuple(pixel_values.shape)
-        self._check_input(shape)
+        choices = dict(self._check_input(shape))
         if shape[0] > self._largest:  # above every profile: in pieces
             parts = [self.run(pixel_values[a:b], names) for a, b in split_batch(shape[0], self._largest)]
             return {n: np.concatenate([p[n] for p in parts]) for n in names}
-        choices = dict(self._check_input(shape))
         cuda_check(_cudart().cudaSetDevice(self.device), f"cudaSetDevice({self.device})")  # per thread
         try:
             profile, slot = self._pool.acquire(list(choices))

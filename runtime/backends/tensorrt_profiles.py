@@ -80,11 +80,6 @@ def split_batch(n: int, largest: int) -> list[tuple[int, int]]:
     return [(i, min(i + largest, n)) for i in range(0, n, largest)]
 
 
-def warmup_shapes(ranges: list[ProfileRange], opt_shapes: dict[int, tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """One input shape per profile (its opt shape) for warming every context up on load."""
-    return [tuple(opt_shapes[r.index]) for r in ranges]
-
-
 # ------------------------------------------------------------------------- CUDA graphs
 
 
