@@ -9,8 +9,8 @@ import time
 class ProgressLine:
     """A `(done, total)` callback that draws on stderr when it is a terminal (runs of 16 images or more)."""
 
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled and sys.stderr.isatty()
+    def __init__(self):
+        self.enabled = sys.stderr.isatty()
         self.start = time.perf_counter()
         self.first: int | None = None
         self.drawn = False
@@ -28,5 +28,7 @@ class ProgressLine:
         self.drawn = True
 
     def close(self) -> None:
+        """End the line (once, however often it is called)."""
         if self.drawn:
             sys.stderr.write("\n")
+            self.drawn = False

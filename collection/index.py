@@ -12,24 +12,25 @@ comparable), an index the collection no longer matches, and a damaged index file
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ijepa_deploy.contract.atomic import write_atomic
+from ijepa_deploy.contract.atomic import atomic_file, write_atomic
 from ijepa_deploy.contract.errors import CollectionError, UsageError
 from ijepa_deploy.contract.identity import short
 from ijepa_deploy.contract.integrity import sha256_file
 from ijepa_deploy.contract.naming import INDEX_NAME, INDEX_RECORD_NAME
-from ijepa_deploy.contract.shard_reader import collection_digest, iter_shards, job_of
+from ijepa_deploy.contract.shard_reader import collection_digest, embedded_paths, iter_shards, job_of
 from ijepa_deploy.runtime.config import EmbedConfig
 from ijepa_deploy.runtime.embedder import Embedder
 from ijepa_deploy.runtime.sources import expand_sources
 
 EXACT_BELOW = 100_000
+SAMPLE = 100_000  # vectors kept in memory to train IVF-PQ and measure recall (at least this many, whole shards)
 INDEX_FORMAT = 2
 
 
@@ -55,7 +56,7 @@ def pick_pq(dim: int) -> int:
     return 1
 
 
-def _new_index(kind: str, dim: int, count: int, sample: list[np.ndarray], nlist: int | None, pq_m: int | None,
+def _new_index(kind: str, dim: int, count: int, sample: np.ndarray, nlist: int | None, pq_m: int | None,
                nprobe: int):
     faiss = _faiss()
     if kind == "flat":
@@ -67,11 +68,10 @@ def _new_index(kind: str, dim: int, count: int, sample: list[np.ndarray], nlist:
     if dim % pq_m:
         raise UsageError(f"--pq-m {pq_m} must divide the embedding size {dim}")
     index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
-    train = np.concatenate(sample)
-    if len(train) < max(nlist * 39, 256):
+    if len(sample) < max(nlist * 39, 256):
         raise UsageError(f"IVF-PQ with {nlist} lists needs at least {max(nlist * 39, 256)} training vectors, "
-                         f"the collection has {len(train)}; use --kind flat or a smaller --nlist")
-    index.train(train)
+                         f"the collection has {len(sample)}; use --kind flat or a smaller --nlist")
+    index.train(sample)
     index.nprobe = min(nprobe, nlist)
     return index, {"nlist": nlist, "pq_m": pq_m, "bits": 8, "nprobe": index.nprobe}
 
@@ -81,18 +81,23 @@ def build_index(folder: str | Path, kind: str = "auto", *, exact_below: int = EX
     """Build `folder/index.faiss` from the verified collection; returns its record (recall@10 vs exact)."""
     folder = Path(folder)
     job = job_of(folder)
-    count, sample = 0, []
+    count, parts = 0, []
     for values, _, _ in iter_shards(folder):
         count += len(values)
-        if sum(len(s) for s in sample) < 100_000:
-            sample.append(normalise(values))
+        if sum(len(s) for s in parts) < SAMPLE:
+            parts.append(normalise(values))
     if count == 0:
         raise CollectionError(f"{folder} holds no embeddings")
+    sample = np.concatenate(parts)  # the first vectors of the collection: ids 0 .. len(sample) - 1
+    del parts
     kind = ("flat" if count < exact_below else "ivfpq") if kind == "auto" else kind
     index, params = _new_index(kind, job.dim, count, sample, nlist, pq_m, nprobe)
-    for values, _, _ in iter_shards(folder, verify=False):  # verified above; the digest below pins it
-        if len(values):
-            index.add(normalise(values))
+    if len(sample) == count:  # the sample is the whole collection
+        index.add(sample)
+    else:
+        for values, _, _ in iter_shards(folder, verify=False):  # verified above; the digest below pins it
+            if len(values):
+                index.add(normalise(values))
     record = {"format": INDEX_FORMAT, "kind": kind, "vectors": count, "dim": job.dim,
               "metric": "inner product on L2-normalised embeddings", "identity": job.identity,
               "precision": job.precision, "collection": collection_digest(folder), **params}
@@ -102,10 +107,9 @@ def build_index(folder: str | Path, kind: str = "auto", *, exact_below: int = EX
     return record
 
 
-def _recall(index, sample: list[np.ndarray], queries: int, seed: int) -> float:
-    """recall@10 of `index` against exact search, on database vectors used as queries."""
+def _recall(index, data: np.ndarray, queries: int, seed: int) -> float:
+    """recall@10 of `index` against exact search, on database vectors (the sample) used as queries."""
     faiss = _faiss()
-    data = np.concatenate(sample)
     exact = faiss.IndexFlatIP(data.shape[1])
     exact.add(data)
     rng = np.random.default_rng(seed)
@@ -118,16 +122,19 @@ def _recall(index, sample: list[np.ndarray], queries: int, seed: int) -> float:
 
 
 def _save(folder: Path, index, record: dict) -> None:
+    """index.faiss written atomically and hashed as it is written (streamed: no second copy in memory),
+    then index.json."""
     faiss = _faiss()
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".index.", suffix=".tmp", delete=False) as tmp:
-        name = tmp.name
-    try:
-        faiss.write_index(index, name)
-        data = Path(name).read_bytes()
-    finally:
-        Path(name).unlink(missing_ok=True)
-    write_atomic(folder / INDEX_NAME, data)
-    record = {**record, "index_sha256": sha256_file(folder / INDEX_NAME), "index_bytes": len(data)}
+    digest, size = hashlib.sha256(), 0
+    with atomic_file(folder / INDEX_NAME) as fh:
+        def write(chunk: bytes) -> int:
+            nonlocal size
+            digest.update(chunk)
+            size += len(chunk)
+            return fh.write(chunk)
+
+        faiss.write_index(index, faiss.PyCallbackIOWriter(write))
+    record = {**record, "index_sha256": digest.hexdigest(), "index_bytes": size}
     write_atomic(folder / INDEX_RECORD_NAME, json.dumps(record, indent=2) + "\n")
 
 
@@ -176,7 +183,7 @@ def query(folder: str | Path, artifacts: str | Path, images: list, k: int = 10, 
                                   "its vectors would not be comparable")
         sources = expand_sources(images)
         vectors = normalise(embedder.embed(sources))
-    paths = [p for _, shard_paths, _ in iter_shards(folder, verify=False) for p in shard_paths]
+    paths = embedded_paths(folder)
     scores, ids = index.search(vectors, min(k, record["vectors"]))
     return [(str(source), [(paths[i], float(s)) for i, s in zip(row_ids, row_scores) if i >= 0])
             for source, row_ids, row_scores in zip(sources, ids, scores)]

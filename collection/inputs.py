@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 from ijepa_deploy.contract.errors import CollectionError, UsageError
 from ijepa_deploy.contract.integrity import sha256_file
 from ijepa_deploy.contract.manifest import FileRecord
+from ijepa_deploy.contract.naming import INPUTS_NAME
 from ijepa_deploy.contract.shards import INPUT_COLUMNS, READ, pyarrow
 from ijepa_deploy.runtime.sources import BadInput, FileSource, Source, TarMember, iter_sources
 
@@ -72,13 +73,12 @@ def write_inputs(given: list[str], target: Path) -> tuple[FileRecord, int]:
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return FileRecord(target.name, sha256_file(target), target.stat().st_size), total
+    return FileRecord(INPUTS_NAME, sha256_file(target), target.stat().st_size), total  # target becomes INPUTS_NAME
 
 
-def first_difference(recorded: Path, resolved: Path) -> str:
-    """Where two input lists first differ, in words (same count: a row; else the counts)."""
-    _, pq = pyarrow()
-    a, b = pq.read_table(recorded, **READ), pq.read_table(resolved, **READ)
+def first_difference(a, b) -> str:
+    """Where two input lists (pyarrow tables: recorded, resolved) first differ, in words (same count: a row;
+    else the counts)."""
     for i, (old, new) in enumerate(zip(a.to_pylist(), b.to_pylist())):
         if old != new:
             what = next(k for k in INPUT_COLUMNS if old[k] != new[k])
@@ -103,10 +103,14 @@ def sources_of(table) -> list[Source]:
     return [row_source(row) for row in table.to_pylist()]
 
 
-def require_same_inputs(recorded: Path, resolved: Path) -> None:
-    """Refuse, naming the first difference, unless both lists hold the same rows."""
-    _, pq = pyarrow()
-    if sha256_file(recorded) == sha256_file(resolved) or pq.read_table(recorded, **READ).equals(pq.read_table(resolved, **READ)):
+def require_same_inputs(recorded: Path, resolved: Path, same_bytes: bool) -> None:
+    """Refuse, naming the first difference, unless both lists hold the same rows (`same_bytes`: their
+    recorded sha256 agree, and `recorded` was checked against its record)."""
+    if same_bytes:
         return
-    raise CollectionError(f"{recorded.parent} was written for other inputs: {first_difference(recorded, resolved)}; "
+    _, pq = pyarrow()
+    a, b = pq.read_table(recorded, **READ), pq.read_table(resolved, **READ)
+    if a.equals(b):
+        return
+    raise CollectionError(f"{recorded.parent} was written for other inputs: {first_difference(a, b)}; "
                           "use another --output-dir, or the same inputs to resume")

@@ -89,13 +89,14 @@ def open_job(folder: Path, spec: JobSpec, given: list[str], resume: bool) -> Ite
             if difference:
                 raise CollectionError(f"{folder} was written by a different job: {difference}; use another "
                                       "--output-dir, or the same artifact and options to resume")
-            require_same_inputs(folder / INPUTS_NAME, resolved)
-            job = existing
+            store = ShardStore(folder, existing)
+            store.check_inputs()  # the recorded list is the one run.json names
+            require_same_inputs(folder / INPUTS_NAME, resolved, existing.inputs.sha256 == job.inputs.sha256)
         else:
             os.replace(resolved, folder / INPUTS_NAME)
             save_job(folder, job)
             created = True
-        store = ShardStore(folder, job)
+            store = ShardStore(folder, job)
         store.remove_partial()
         yield store
     except BaseException:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ijepa_deploy.contract.errors import CollectionError, UsageError, UserError
 from ijepa_deploy.contract.manifest import Manifest
-from ijepa_deploy.contract.shards import Row, ShardStore, inputs_digest
+from ijepa_deploy.contract.shards import Row, ShardStore
 from ijepa_deploy.runtime.config import EmbedConfig
 from ijepa_deploy.runtime.sources import BadInput
 
@@ -156,10 +156,11 @@ def embed_collection_on_ray(given: list[str], folder: Path, artifacts: str | Pat
     spec = ray_job_spec(artifacts, config, shard_size, dtype)
     actors = actors or max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
     with open_job(folder, spec, given, resume) as store:
-        done = store.job.total - sum(store.bounds(k)[1] - store.bounds(k)[0] for k in pending_shards(store))
-        for k in pending_shards(store):
+        pending = pending_shards(store)
+        done = store.job.total - sum(store.size(k) for k in pending)
+        for k in pending:
             _run_shard(ray, store, k, artifacts, config, actors, num_gpus, actor_cls)
-            done += store.bounds(k)[1] - store.bounds(k)[0]
+            done += store.size(k)
             if progress:
                 progress(done, store.job.total)
     log.info("wrote %d shard(s) of %d inputs to %s on Ray at %s", store.shard_count, store.job.total, folder, address)
@@ -195,5 +196,4 @@ def _run_shard(ray, store: ShardStore, k: int, artifacts, config: EmbedConfig, a
                         str(error) if error else None))
         if ok:
             values.append(vector)
-    store.write(k, np.stack(values) if values else np.zeros((0, store.job.dim), np.float32), rows,
-                inputs_digest(table))
+    store.write(k, np.stack(values) if values else np.zeros((0, store.job.dim), np.float32), rows, table)

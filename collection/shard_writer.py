@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from ijepa_deploy.contract.shards import Row, ShardStore, inputs_digest
+from ijepa_deploy.contract.shards import Row, ShardStore
 from ijepa_deploy.runtime.embedder import Embedder
 
 from .inputs import sources_of
@@ -42,13 +42,13 @@ def write_shards(embedder: Embedder, store: ShardStore, progress: Progress | Non
     background thread, while the next one is embedded); returns how many inputs ran."""
     pending = pending_shards(store)
     indices: deque[int] = deque()
-    digests: dict[int, str] = {}
-    done = store.job.total - sum(store.bounds(k)[1] - store.bounds(k)[0] for k in pending)
+    tables: dict[int, object] = {}
+    done = store.job.total - sum(store.size(k) for k in pending)
 
     def feed():
         for k in pending:
             table = store.inputs(k)
-            digests[k] = inputs_digest(table)
+            tables[k] = table
             lo, _ = store.bounds(k)
             for offset, source in enumerate(sources_of(table)):
                 indices.append(lo + offset)
@@ -65,7 +65,7 @@ def write_shards(embedder: Embedder, store: ShardStore, progress: Progress | Non
         values = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
         if in_flight is not None:
             in_flight.result()  # at most one shard being written while the next fills
-        in_flight = writer.submit(store.write, current, values, rows, digests[current])
+        in_flight = writer.submit(store.write, current, values, rows, tables.pop(current))
         rows, parts = [], []
 
     try:
@@ -89,4 +89,4 @@ def write_shards(embedder: Embedder, store: ShardStore, progress: Progress | Non
             in_flight.result()
     finally:
         writer.shutdown(wait=True)
-    return sum(store.bounds(k)[1] - store.bounds(k)[0] for k in pending)
+    return sum(store.size(k) for k in pending)

@@ -41,26 +41,21 @@ def display_paths(inputs) -> list[str]:
                                                   inputs.column("member").to_pylist())]
 
 
-def check_shard(store: ShardStore, k: int, inputs, verify: bool = True):
-    """(embeddings float32, metadata table) of shard k, after checking it against its commit record
-    and its slice of the input list."""
+def _shard_table(store: ShardStore, k: int, inputs, verify: bool):
+    """(commit record, metadata table) of shard k, checked against its commit record and its slice of
+    the input list."""
     pa, pq = pyarrow()
-    npy, parquet, record = store.paths(k)
+    parquet, record = store.paths(k)[1:]
     commit = store.commit(k)
     if commit is None:
         raise CollectionError(f"{store.folder}: shard {k} is missing or incomplete; finish the run with "
                               f"`ijepa-embed ... --output-dir {store.folder} --resume`")
     if commit.inputs_sha256 != inputs_digest(inputs):
         raise CollectionError(f"{record} was written for other inputs than {store.folder.name}'s input list holds")
-    npy_data, parquet_data = npy.read_bytes(), parquet.read_bytes()
-    if verify:
-        for path, data, rec in ((npy, npy_data, commit.npy), (parquet, parquet_data, commit.parquet)):
-            if hashlib.sha256(data).hexdigest() != rec.sha256:
-                raise CollectionError(f"{path} does not match the sha256 in {record.name}: it was changed")
+    data = _read(parquet, commit.parquet.sha256 if verify else None, record.name)
     try:
-        table = pq.read_table(pa.BufferReader(parquet_data), **READ)
-        values = np.load(io.BytesIO(npy_data), allow_pickle=False)
-    except Exception as exc:  # pyarrow and numpy raise many types on damaged files
+        table = pq.read_table(pa.BufferReader(data), **READ)
+    except Exception as exc:  # pyarrow raises many types on damaged files
         raise CollectionError(f"shard {k} of {store.folder} is unreadable ({str(exc)[:160]})") from None
     lo, hi = store.bounds(k)
     if table.column("index").to_pylist() != list(range(lo, hi)):
@@ -69,11 +64,36 @@ def check_shard(store: ShardStore, k: int, inputs, verify: bool = True):
         first = next(i for i, (a, b) in enumerate(zip(table.column("path").to_pylist(), display_paths(inputs)))
                      if a != b)
         raise CollectionError(f"{parquet} row {first} names another input than the input list (index {lo + first})")
+    return commit, table
+
+
+def _read(path: Path, sha256: str | None, record_name: str) -> bytes:
+    data = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CollectionError(f"{path} does not match the sha256 in {record_name}: it was changed")
+    return data
+
+
+def check_shard(store: ShardStore, k: int, inputs, verify: bool = True):
+    """(embeddings float32, metadata table) of shard k, after checking it against its commit record
+    and its slice of the input list."""
+    commit, table = _shard_table(store, k, inputs, verify)
+    npy, record = store.paths(k)[0], store.paths(k)[2]
+    data = _read(npy, commit.npy.sha256 if verify else None, record.name)
+    try:
+        values = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # numpy raises many types on damaged files
+        raise CollectionError(f"shard {k} of {store.folder} is unreadable ({str(exc)[:160]})") from None
     ok = sum(s == "ok" for s in table.column("status").to_pylist())
     if values.ndim != 2 or values.shape != (ok, store.job.dim) or ok != commit.embedded:
         raise CollectionError(f"{npy} has shape {values.shape}; its Parquet lists {ok} readable images of "
                               f"dimension {store.job.dim}")
     return values.astype(np.float32, copy=False), table
+
+
+def _readable_paths(table) -> list[str]:
+    ok = [s == "ok" for s in table.column("status").to_pylist()]
+    return list(itertools.compress(table.column("path").to_pylist(), ok))
 
 
 def iter_shards(folder: str | Path, *, verify: bool = True) -> Iterator[tuple[np.ndarray, list[str], object]]:
@@ -82,8 +102,15 @@ def iter_shards(folder: str | Path, *, verify: bool = True) -> Iterator[tuple[np
     store = open_collection(folder)
     for k in range(store.shard_count):
         values, table = check_shard(store, k, store.inputs(k), verify)
-        ok = [s == "ok" for s in table.column("status").to_pylist()]
-        yield values, list(itertools.compress(table.column("path").to_pylist(), ok)), table
+        yield values, _readable_paths(table), table
+
+
+def embedded_paths(folder: str | Path) -> list[str]:
+    """The input paths of a complete collection's embeddings, in row order (what an index's ids name),
+    read from the shards' checked metadata without loading a vector."""
+    store = open_collection(folder)
+    return [p for k in range(store.shard_count) for p in _readable_paths(_shard_table(store, k, store.inputs(k),
+                                                                                       True)[1])]
 
 
 def read_embeddings(folder: str | Path, *, verify: bool = True, with_rows: bool = False):

@@ -215,8 +215,15 @@ class ShardStore:
             return None
         return commit
 
-    def write(self, k: int, values: np.ndarray, rows: list[Row], inputs_sha256: str) -> None:
-        """Write shard k: `.npy`, then `.parquet`, then the commit record (each atomic)."""
+    def size(self, k: int) -> int:
+        """Inputs in shard k."""
+        lo, hi = self.bounds(k)
+        return hi - lo
+
+    def write(self, k: int, values: np.ndarray, rows: list[Row], inputs) -> None:
+        """Write shard k: `.npy`, then `.parquet`, then the commit record (each atomic). `inputs`: the
+        shard's slice of inputs.parquet (`inputs(k)`) the rows were embedded from."""
+        inputs_sha256 = inputs_digest(inputs)
         pa, pq = pyarrow()
         npy, parquet, record = self.paths(k)
         buffer = io.BytesIO()

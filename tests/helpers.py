@@ -114,7 +114,7 @@ def synthetic_collection(folder: Path, vectors, shard_size: int, identity: str =
     from ijepa_deploy.contract.integrity import sha256_file
     from ijepa_deploy.contract.manifest import FileRecord
     from ijepa_deploy.contract.naming import INPUTS_NAME
-    from ijepa_deploy.contract.shards import JobRecord, Row, ShardStore, inputs_digest, save_job
+    from ijepa_deploy.contract.shards import JobRecord, Row, ShardStore, save_job
 
     n, dim = vectors.shape
     folder.mkdir(parents=True)
@@ -127,8 +127,7 @@ def synthetic_collection(folder: Path, vectors, shard_size: int, identity: str =
     store = ShardStore(folder, job)
     for k in range(store.shard_count):
         lo, hi = store.bounds(k)
-        store.write(k, vectors[lo:hi], [Row(i, f"v{i}", 1, 1, "ok", None) for i in range(lo, hi)],
-                    inputs_digest(store.inputs(k)))
+        store.write(k, vectors[lo:hi], [Row(i, f"v{i}", 1, 1, "ok", None) for i in range(lo, hi)], store.inputs(k))
     return folder
 
 

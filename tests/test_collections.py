@@ -51,6 +51,7 @@ def test_sharded_output_equals_in_memory(tiny_fp32, photos, tmp_path):
     assert run["total"] == 19 and run["precision"] == "fp32" and run["identity"].startswith("sha256:")
     assert run["identity"] == Embedder.load(tiny_fp32, backend="onnxruntime").identity
     assert run["resolution"] == [56, 56] and run["compute_precision"] == "file"
+    assert run["inputs"]["path"] == "inputs.parquet"  # the file the record describes, not its temporary name
 
 
 def test_bad_images_are_recorded_not_fatal(tiny_fp32, photos, tmp_path):
