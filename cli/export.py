@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from ijepa_deploy.contract.precisions import PRECISIONS
+from ijepa_deploy.contract.canons import CANONS
+from ijepa_deploy.contract.precisions import PRECISIONS, with_fp32
 from ijepa_deploy.runtime.preprocessing import parse_size
 
 from .common import click_entry, run_cli
@@ -58,7 +59,7 @@ def group():
 @click.option("--seed", default=0, show_default=True, help="Seed for --random-init, e.g. --seed 3.")
 @click.option("--encoder", type=click.Choice(["context", "target"]), default="context", show_default=True,
               help="Which network of an original .pth.tar: context ('encoder', as HF converts) or target (EMA).")
-@click.option("--preprocessing", type=click.Choice(["hf", "imagenet"]), default=None,
+@click.option("--preprocessing", type=click.Choice(CANONS), default=None,
               help="Input canon recorded in the manifest: hf (Hugging Face's processor: bilinear squash, mean = std "
                    "= 0.5) or imagenet (the training canon: bicubic shorter side, center crop, ImageNet mean/std). "
                    "Default: the checkpoint's own (an HF folder's processor; imagenet for original .pth.tar).")
@@ -110,7 +111,7 @@ def export_command(variant, checkpoint, random_init, seed, encoder, preprocessin
         from ijepa_deploy.exporter.progress import stage
         from ijepa_deploy.reference_model import load_checkpoint
 
-        precisions = tuple(dict.fromkeys(["fp32", *[p.strip() for p in precision.split(",") if p.strip()]]))
+        precisions = tuple(with_fp32(precision.split(",")))
         options = ExportOptions(
             precisions=precisions, max_batch=max_batch, opt_batch=opt_batch,
             resolution=parse_size(resolution, allow_dynamic=True), opset=opset, output_dir=Path(output_dir), name=name,

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ijepa_deploy.contract.errors import CollectionError, UsageError
-from ijepa_deploy.contract.integrity import sha256_file
 from ijepa_deploy.contract.manifest import FileRecord
 from ijepa_deploy.contract.naming import INPUTS_NAME
 from ijepa_deploy.contract.shards import INPUT_COLUMNS, READ, pyarrow
@@ -73,7 +72,7 @@ def write_inputs(given: list[str], target: Path) -> tuple[FileRecord, int]:
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return FileRecord(INPUTS_NAME, sha256_file(target), target.stat().st_size), total  # target becomes INPUTS_NAME
+    return FileRecord.of(target, INPUTS_NAME), total  # target becomes INPUTS_NAME
 
 
 def first_difference(a, b) -> str:

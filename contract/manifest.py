@@ -21,7 +21,7 @@ from .architecture import Architecture
 from .atomic import write_atomic
 from .consistency import check_consistency
 from .errors import ManifestError
-from .integrity import confined, verify_file
+from .integrity import confined, sha256_file, verify_file
 from .naming import MANIFEST_NAME
 from .records import dump_record, load_record
 
@@ -123,6 +123,11 @@ class FileRecord:
     path: str
     sha256: str
     bytes: int
+
+    @classmethod
+    def of(cls, path: Path, name: str | None = None) -> "FileRecord":
+        """The record of a file as it is on disk, under `name` (default: its own name)."""
+        return cls(name or path.name, sha256_file(path), path.stat().st_size)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """`ExportContext`: what every step of one export shares (the model, the options, the work folder, the
-held-out images and their references, the calibration, the artifacts built so far)."""
+held-out images and their references, the calibration; the artifacts built so far are the manifest's)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ijepa_deploy.contract.manifest import Artifact, Manifest
+from ijepa_deploy.contract.manifest import Manifest
 from ijepa_deploy.reference_model import LoadedCheckpoint
 from ijepa_deploy.runtime.preprocessing import Preprocessor
 
@@ -31,7 +31,6 @@ class ExportContext:
     calibration: CalibrationResult | None = None
     migration: Migration | None = None  # the outlier migration folded into the model, if any
     migration_check: dict | None = None  # its exactness check
-    artifacts: dict[str, Artifact] = field(default_factory=dict)
 
     @property
     def model(self):

@@ -69,7 +69,7 @@ def export_runtime_mode(ctx: ExportContext, record: ExportPrecision) -> Artifact
     if not cpu_has_bf16():
         raise ExportError(f"this CPU has no native bf16 (AVX512-BF16 or AMX), so {record.name} cannot be gated "
                           "here; export it on the machine that will serve it")
-    base = ctx.artifacts[record.facts.mode_of]
+    base = ctx.manifest.artifacts[record.facts.mode_of]
     label = f"{base.file} in {record.name}"
     with stage(f"{record.name}: gate {base.file} with a {record.facts.inference_precision} inference precision "
                "(OpenVINO) vs PyTorch fp32 on held-out images"):

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from ijepa_deploy.contract.identity import with_identity
-from ijepa_deploy.contract.integrity import sha256_file
 from ijepa_deploy.contract.manifest import (Artifact, BatchRange, CheckpointRecord, FileRecord, GateInputs, IOSpec,
                                             Manifest, ResolutionRange, TensorSpec, Validation)
 from ijepa_deploy.contract.naming import data_name
@@ -33,10 +32,6 @@ def tool_versions() -> dict:
     versions.setdefault("onnxruntime", versions.get("onnxruntime-gpu", "missing"))
     versions.setdefault("ijepa-deploy", "source")
     return versions
-
-
-def file_record(path: Path) -> FileRecord:
-    return FileRecord(path=path.name, sha256=sha256_file(path), bytes=path.stat().st_size)
 
 
 def _resolution(arch, size: tuple[int, int], dynamic: bool) -> ResolutionRange:
@@ -76,7 +71,7 @@ def new_manifest(loaded: LoadedCheckpoint, options: ExportOptions, name: str, si
 
 
 def gate_inputs_record(path: Path, images: int) -> GateInputs:
-    record = file_record(path)
+    record = FileRecord.of(path)
     return GateInputs(record.path, record.sha256, record.bytes, images)
 
 
@@ -84,7 +79,7 @@ def artifact_entry(manifest: Manifest, record: ExportPrecision, path: Path, vali
                    **extra) -> Artifact:
     """The manifest record of a built and gated ONNX artifact (its identity included)."""
     data = path.with_name(data_name(path.name))
-    files = (file_record(path),) + ((file_record(data),) if data.exists() else ())
+    files = (FileRecord.of(path),) + ((FileRecord.of(data),) if data.exists() else ())
     facts = record.facts
     artifact = Artifact(precision=facts.name, file=path.name, data_file=data.name if data.exists() else None,
                         files=files, bytes=sum(f.bytes for f in files), opset=opset,

@@ -57,8 +57,7 @@ def export(loaded: LoadedCheckpoint, options: ExportOptions) -> Path:
         ctx = prepare(loaded, options, name, work, records, parking)
         for record in records:
             artifact = step_for(record)(ctx, record)
-            ctx.artifacts[record.name] = artifact
-            ctx.manifest = dataclasses.replace(ctx.manifest, artifacts=dict(ctx.artifacts))
+            ctx.manifest = dataclasses.replace(ctx.manifest, artifacts={**ctx.manifest.artifacts, record.name: artifact})
             log.info("  %s: %s", record.name, summary(dump_record(artifact.validation)))
         manifest = ctx.manifest
         for extra in options.extra_steps:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ijepa_deploy.contract.errors import UsageError
 from ijepa_deploy.contract.precisions import PrecisionFacts, precision_facts, with_fp32
 
 from .errors import ExportError
@@ -70,7 +71,8 @@ def get(name: str) -> ExportPrecision:
 def resolve(names) -> list[ExportPrecision]:
     """The records for `names` with fp32 added, in registry order (every artifact another one depends
     on comes first)."""
-    for name in names:
-        if name.strip():
-            get(name.strip())
-    return [get(n) for n in with_fp32(names)]
+    try:
+        ordered = with_fp32(names)
+    except UsageError as exc:
+        raise ExportError(str(exc)) from None
+    return [get(n) for n in ordered]

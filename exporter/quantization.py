@@ -3,8 +3,9 @@ as ONNX's QuantizeLinear/DequantizeLinear compute it, the simulation of a quanti
 PyTorch (per-layer noise and the gate's figures), and the manifest's quantization record.
 
 The graph builder writes the Q/DQ itself (weights stored quantized per output channel, one Q/DQ pair
-per activation tensor); the simulation uses exactly the file's scales, so it ranks layers by the
-noise the file will have.
+per activation tensor); the simulation applies the same rule with float32 scales and a float32 float
+region (the int8 and fp8 files store float16 scales, within 5e-4 relative, and run their float region
+in float16), so it ranks layers by nearly the noise the file will have.
 """
 
 from __future__ import annotations

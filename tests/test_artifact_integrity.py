@@ -34,7 +34,7 @@ def test_corrupted_onnx_is_refused(tiny_fp32, tmp_path, photos):
 
 def test_corrupted_external_data_is_refused(tiny_fp32, tmp_path):
     """The .data file of a large model: one flipped byte gave cosine 0.995 and nothing to see."""
-    from ijepa_deploy.exporter.manifest_builder import file_record
+    from ijepa_deploy.contract.manifest import FileRecord
 
     folder = copy_folder(tiny_fp32, tmp_path)
     model = onnx.load(str(folder / "model_fp32.onnx"))
@@ -42,7 +42,7 @@ def test_corrupted_external_data_is_refused(tiny_fp32, tmp_path):
               location="model_fp32.onnx.data", size_threshold=1024)
 
     def record(data):
-        files = [file_record(folder / "model_fp32.onnx"), file_record(folder / "model_fp32.onnx.data")]
+        files = [FileRecord.of(folder / "model_fp32.onnx"), FileRecord.of(folder / "model_fp32.onnx.data")]
         data["artifacts"]["fp32"].update(files=[f.__dict__ for f in files], data_file="model_fp32.onnx.data",
                                          bytes=sum(f.bytes for f in files))
 
@@ -54,7 +54,7 @@ def test_corrupted_external_data_is_refused(tiny_fp32, tmp_path):
 
 
 def test_swapped_model_is_refused(tiny_fp32, tiny_cls_artifacts, tmp_path):
-    from ijepa_deploy.exporter.manifest_builder import file_record
+    from ijepa_deploy.contract.manifest import FileRecord
 
     folder = copy_folder(tiny_fp32, tmp_path)
     shutil.copy(tiny_cls_artifacts / "model_fp32.onnx", folder / "model_fp32.onnx")
@@ -63,7 +63,7 @@ def test_swapped_model_is_refused(tiny_fp32, tiny_cls_artifacts, tmp_path):
     with pytest.raises(BackendError, match="does not belong to this artifact folder"):  # even unverified
         Embedder.load(folder, verify=False, backend="onnxruntime")
     # an attacker who also rewrites the sha256 still cannot make a different model pass for this one
-    rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(files=[file_record(folder / "model_fp32.onnx").__dict__]))
+    rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(files=[FileRecord.of(folder / "model_fp32.onnx").__dict__]))
     with pytest.raises(BackendError, match="does not belong"):
         Embedder.load(folder, backend="onnxruntime")
 
@@ -130,14 +130,14 @@ def test_missing_keys_and_junk_manifests(tiny_fp32, tmp_path):
 
 
 def test_nan_outputs_name_the_image(tiny_fp32, tmp_path, photos):
-    from ijepa_deploy.exporter.manifest_builder import file_record
+    from ijepa_deploy.contract.manifest import FileRecord
 
     folder = copy_folder(tiny_fp32, tmp_path)
     model = onnx.load(str(folder / "model_fp32.onnx"))
     norm = next(i for i in model.graph.initializer if i.name == "norm.weight")
     norm.CopyFrom(onnx.numpy_helper.from_array(np.full(64, np.nan, np.float32), "norm.weight"))
     onnx.save(model, str(folder / "model_fp32.onnx"))
-    rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(files=[file_record(folder / "model_fp32.onnx").__dict__]))
+    rewrite_manifest(folder, lambda d: d["artifacts"]["fp32"].update(files=[FileRecord.of(folder / "model_fp32.onnx").__dict__]))
     with Embedder.load(folder, backend="onnxruntime") as embedder, pytest.raises(BackendError, match=r"NaN/Inf for .*moon\.png"):
         embedder.embed([photos["eval"] / "moon.png"])
 
