@@ -28,8 +28,9 @@ from ijepa_deploy.contract.manifest import Engine, Manifest, Validation
 from ijepa_deploy.contract.naming import BUILD_SCRIPT_NAME as SCRIPT_NAME
 from ijepa_deploy.contract.naming import REPORT_NAME, gpu_slug, plan_name, timing_cache_name
 from ijepa_deploy.contract.precisions import default_plan_precisions
+from ijepa_deploy.contract.errors import BackendError
 from ijepa_deploy.contract.records import load_record
-from ijepa_deploy.runtime.backends.tensorrt_backend import (TensorRTBackend, hardware_level_name,
+from ijepa_deploy.runtime.backends.tensorrt_backend import (TensorRTBackend, deserialize_plan, hardware_level_name,
                                                             local_environment, tensorrt_unavailable_reason)
 from ijepa_deploy.runtime.backends.tensorrt_compat import version_tuple
 from ijepa_deploy.runtime.backends.tensorrt_profiles import parse_profiles
@@ -153,14 +154,11 @@ def build_plan(onnx_path: Path, plan_path: Path, settings: BuildSettings, input_
 
 def deserialize(trt, logger, data: bytes, version_compatible: bool, what: str = "the plan"):
     """(runtime, engine) for plan bytes; the runtime must outlive the engine."""
-    runtime = trt.Runtime(logger)
-    if version_compatible:
-        runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime
-    engine = runtime.deserialize_cuda_engine(data)
-    if engine is None:
-        raise EngineBuildError(f"TensorRT {trt.__version__} cannot deserialize {what}: built with another TensorRT "
-                               "version or GPU (or version compatible: pass --version-compatible); see its log")
-    return runtime, engine
+    try:
+        return deserialize_plan(trt, logger, data, version_compatible, what, "built with another TensorRT version or "
+                                "GPU (or version compatible: pass --version-compatible); see its log")
+    except BackendError as exc:
+        raise EngineBuildError(str(exc)) from None
 
 
 def inspect_engine(trt, engine, onnx_path: Path) -> dict:

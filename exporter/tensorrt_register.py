@@ -17,7 +17,7 @@ from ijepa_deploy.contract.integrity import confined, sha256_file
 from ijepa_deploy.contract.manifest import Engine, Manifest
 from ijepa_deploy.contract.naming import REPORT_NAME, parse_plan_name
 from ijepa_deploy.contract.records import load_record
-from ijepa_deploy.runtime.backends.tensorrt_backend import local_environment, tensorrt_unavailable_reason
+from ijepa_deploy.runtime.backends.tensorrt_backend import local_environment, plan_profiles, tensorrt_unavailable_reason
 
 from . import report
 from .errors import EngineBuildError
@@ -33,15 +33,6 @@ def _plan_in(folder: Path, plan: Path) -> Path:
     if not plan.is_file():
         raise EngineBuildError(f"plan not found: {plan}")
     return plan
-
-
-def engine_profiles(engine, name: str) -> list[dict]:
-    """Every optimization profile of a deserialized engine, as min/opt/max shapes of `name`."""
-    shapes = []
-    for index in range(engine.num_optimization_profiles):
-        lo, opt, hi = (tuple(s) for s in engine.get_tensor_profile_shape(name, index))
-        shapes.append({"min": lo, "opt": opt, "max": hi})
-    return shapes
 
 
 def register_engine(folder: Path, plan: Path, *, precision: str | None = None, device: int = 0,
@@ -69,7 +60,7 @@ def register_engine(folder: Path, plan: Path, *, precision: str | None = None, d
     logger = make_logger(trt)
     _runtime, engine = deserialize(trt, logger, plan.read_bytes(), version_compatible,
                                    f"{plan.name} on {env['gpu_name']}")
-    shapes = engine_profiles(engine, manifest.input_name)
+    shapes = plan_profiles(engine, manifest.input_name)
     onnx_path = manifest.verify(precision)
     inspection = inspect_engine(trt, engine, onnx_path)
     del engine, _runtime

@@ -187,6 +187,27 @@ class Slot:
         self.context = None
 
 
+def deserialize_plan(trt, logger, data: bytes, version_compatible: bool, what: str, advice: str):
+    """(runtime, engine) for plan bytes (the runtime must outlive the engine); BackendError naming `what`
+    and `advice` when TensorRT cannot."""
+    runtime = trt.Runtime(logger)
+    if version_compatible:
+        runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise BackendError(f"TensorRT {trt.__version__} cannot deserialize {what}: {advice}")
+    return runtime, engine
+
+
+def plan_profiles(engine, input_name: str) -> list[dict[str, tuple[int, ...]]]:
+    """min/opt/max shapes of `input_name` in every optimization profile of a deserialized engine."""
+    out = []
+    for index in range(engine.num_optimization_profiles):
+        lo, opt, hi = (tuple(s) for s in engine.get_tensor_profile_shape(input_name, index))
+        out.append({"min": lo, "opt": opt, "max": hi})
+    return out
+
+
 class TensorRTBackend(Backend):
     """One execution context per optimization profile of one plan."""
 
@@ -203,13 +224,9 @@ class TensorRTBackend(Backend):
         check_engine_compat(record, local_environment(device), plan_path.parent)
         cuda_check(_cudart().cudaSetDevice(device), f"cudaSetDevice({device})")
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        if record.version_compatible:
-            self._runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime
-        self.engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
-        if self.engine is None:
-            raise BackendError(f"TensorRT {trt.__version__} could not deserialize {plan_path.name}; rebuild it on this "
-                               "machine with `ijepa-export build-engine`")
+        self._runtime, self.engine = deserialize_plan(trt, self._logger, plan_path.read_bytes(),
+                                                      record.version_compatible, plan_path.name,
+                                                      "rebuild it on this machine with `ijepa-export build-engine`")
         if getattr(record, "stripped", False):
             self._refit(plan_path, record)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -222,10 +239,9 @@ class TensorRTBackend(Backend):
         self.output_shapes = {n: tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(n))
                               for n in self.output_names}
         self.ranges, self.opt_shapes = [], {}
-        for index in range(self.engine.num_optimization_profiles):
-            lo, opt, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, index))
-            self.ranges.append(ProfileRange(index, lo, hi))
-            self.opt_shapes[index] = opt
+        for index, shapes in enumerate(plan_profiles(self.engine, self.input_name)):
+            self.ranges.append(ProfileRange(index, shapes["min"], shapes["max"]))
+            self.opt_shapes[index] = shapes["opt"]
         self._largest = max(r.max[0] for r in self.ranges)
         slots: dict[int, list] = {}
         try:
